@@ -1,0 +1,1 @@
+//! Agent-side client: sign a tool call, send it, check the receipt

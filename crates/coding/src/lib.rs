@@ -1,0 +1,1 @@
+//! The reference coding agent: coding worksheets from signed tool calls only

@@ -1,0 +1,1 @@
+//! The configuration file: typed, layered (defaults, TOML, MEDICODAX_ environment)

@@ -1,0 +1,1 @@
+//! Access policy: SMART v1/v2 scope grammar, roles, compartments, search-parameter allow-lists, redaction
