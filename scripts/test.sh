@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test of MEDICODAX: unit, integration, interop with third-party peers
+# (Node and Python), PostgreSQL, and the headless-browser dashboard test. Installs and
+# starts what they need first (scripts/test-deps.sh). Also checks that benchmarks build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/test-deps.sh
+export MEDICODAX_TEST_PG_URL=${MEDICODAX_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+export MEDICODAX_INTEROP_DIR=$(pwd)/tests/interop
+if command -v cargo-nextest >/dev/null; then
+  cargo nextest run --workspace --all-targets --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace --all-targets --no-fail-fast
+fi
+cargo bench --workspace --no-run
