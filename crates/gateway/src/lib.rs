@@ -1,1 +1,8 @@
-//! The gateway: HTTP API, MCP, dashboard, sessions and metrics, wiring the layers together
+//! The MEDICODAX gateway: the top layer, wiring the others together.
+//!
+//! Request path of a tool call (`POST /v1/calls` or MCP `tools/call`):
+//! [`calls::CallVerifier`] (size, JWS, key, signature, claims) → policy → audit intent
+//! (atomic with the replay check) → FHIR client → minimum-necessary filtering → audit
+//! outcome → signed receipt.
+
+pub mod calls;
