@@ -168,6 +168,22 @@ impl PrivateKey {
         Self::from_inner(inner, alg, format)
     }
 
+    /// Loads a private key from PEM text, choosing the algorithm from the key: RSA keys
+    /// sign RS384, EC P-384 keys ES384.
+    pub fn from_pem_auto(text: &str) -> Result<Self, KeyError> {
+        match Self::from_pem(text, Alg::RS384) {
+            Err(KeyError::WrongType { found, .. }) if found == "an EC P-384 key" => Self::from_pem(text, Alg::ES384),
+            other => other,
+        }
+    }
+
+    /// Loads a private key file with [`PrivateKey::from_pem_auto`], refusing one readable by group or others.
+    pub fn from_file_auto(path: &Path) -> Result<Self, KeyError> {
+        check_private_permissions(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: path.display().to_string(), reason: e.kind().to_string() })?;
+        Self::from_pem_auto(&text)
+    }
+
     /// Loads a private key file, refusing one readable by group or others.
     pub fn from_file(path: &Path, alg: Alg) -> Result<Self, KeyError> {
         check_private_permissions(path)?;

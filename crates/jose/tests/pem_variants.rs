@@ -74,6 +74,10 @@ fn ec_p384_key_in_the_rs384_slot_is_a_type_mismatch() {
     let sec1 = openssl(&["ec"], Some(&ec));
     assert!(sec1.contains("BEGIN EC PRIVATE KEY"));
     assert_eq!(PrivateKey::from_pem(&sec1, Alg::ES384).unwrap().kid(), k.kid());
+    // Auto-detection picks ES384 for it and RS384 for RSA keys.
+    assert_eq!(PrivateKey::from_pem_auto(&ec).unwrap().alg(), Alg::ES384);
+    let rsa = PrivateKey::generate(Alg::RS384).unwrap().to_pkcs8_pem().unwrap();
+    assert_eq!(PrivateKey::from_pem_auto(&rsa).unwrap().alg(), Alg::RS384);
     // A P-256 key is named as such.
     let p256 = openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], None);
     assert!(PrivateKey::from_pem(&p256, Alg::ES384).unwrap_err().to_string().contains("P-256"));
