@@ -161,6 +161,15 @@ pub struct ConnectionConfig {
     /// Requests per minute (FHIR and token together) this connection may make.
     #[serde(default)]
     pub rate_per_minute: Option<u32>,
+    /// Token requests per minute (athenahealth: 50), on top of `rate_per_minute`.
+    #[serde(default)]
+    pub token_rate_per_minute: Option<u32>,
+    /// Least seconds between two token requests (Oracle Health: 60).
+    #[serde(default)]
+    pub token_min_interval: Option<u64>,
+    /// Longest token lifetime believed, seconds, whatever `expires_in` says (default 24 h).
+    #[serde(default)]
+    pub max_lifetime: Option<u64>,
     /// Assertion algorithm (`RS384` or `ES384`).
     #[serde(default)]
     pub alg: Option<String>,
@@ -422,6 +431,14 @@ impl Config {
             }
             if c.rate_per_minute == Some(0) {
                 issue(p("rate_per_minute"), "must be positive (omit it for no budget)".into());
+            }
+            if c.token_rate_per_minute == Some(0) {
+                issue(p("token_rate_per_minute"), "must be positive (omit it for the vendor default)".into());
+            }
+            if let Some(m) = c.max_lifetime
+                && !(1..=24 * 3600).contains(&m)
+            {
+                issue(p("max_lifetime"), format!("{m} s is refused: must be between 1 and 86400 (24 h)"));
             }
         }
 

@@ -136,3 +136,20 @@ fn a_missing_file_is_a_clear_error() {
     let err = Config::load_with_env(Some(Path::new("/nonexistent/medicodax.toml")), Env::prefixed("MEDICODAX_TEST_NONE_")).unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[test]
+fn token_rate_overrides_parse_and_are_checked() {
+    let ok = Config::from_toml(
+        "[[connections]]\nname = \"o\"\nvendor = \"oracle-health\"\nfhir_base = \"https://f.example/r4\"\nclient_id = \"c\"\ntoken_rate_per_minute = 5\ntoken_min_interval = 90\nmax_lifetime = 3600\n",
+    )
+    .unwrap();
+    let c = &ok.connections[0];
+    assert_eq!((c.token_rate_per_minute, c.token_min_interval, c.max_lifetime), (Some(5), Some(90), Some(3600)));
+    let err = Config::from_toml(
+        "[[connections]]\nname = \"o\"\nvendor = \"athena\"\nfhir_base = \"https://f.example/r4\"\nclient_id = \"c\"\ntoken_rate_per_minute = 0\nmax_lifetime = 90000\n",
+    )
+    .unwrap_err();
+    let ConfigError::Invalid(issues) = err else { panic!("expected Invalid") };
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["connections[0].token_rate_per_minute", "connections[0].max_lifetime"]);
+}
