@@ -6,3 +6,6 @@
 //! outcome → signed receipt.
 
 pub mod calls;
+pub mod keys;
+pub mod metrics;
+pub mod problem;

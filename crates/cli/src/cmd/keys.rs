@@ -1,0 +1,76 @@
+//! `medicodax keys generate|rotate|jwks`.
+
+use crate::CliError;
+use crate::context::Context;
+use medicodax_clock::{Clock, SystemClock};
+use medicodax_jose::{Alg, KeyRing, PrivateKey, RotationPolicy};
+use std::path::PathBuf;
+
+/// Arguments of `keys`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Create the gateway key ring (if missing), or write a new standalone key with --out.
+    Generate {
+        /// Write a new private key to this file (mode 0600) instead, and print its public JWKS.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Algorithm of the key.
+        #[arg(long, default_value = "RS384", value_parser = ["RS384", "ES384"])]
+        alg: String,
+    },
+    /// Start a rotation of the gateway key: the new key is published now and signs after the publish lead.
+    Rotate,
+    /// Print the JWKS we publish (the gateway key ring; connection keys are added by `serve`).
+    Jwks,
+}
+
+pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
+    let config = ctx.config()?;
+    let clock = SystemClock::new();
+    let now = clock.now_unix();
+    let policy = RotationPolicy {
+        publish_lead: config.keys.publish_lead,
+        consumer_cache_ttl: config.keys.consumer_cache_ttl,
+        max_token_lifetime: 300,
+        jwks_max_age: config.keys.jwks_max_age,
+    };
+    let fail = |e: &dyn std::fmt::Display| CliError::Failed(e.to_string());
+    match args.action {
+        Action::Generate { out: Some(path), alg } => {
+            let alg: Alg = alg.parse().map_err(|e: medicodax_jose::alg::UnsupportedAlg| CliError::Usage(e.to_string()))?;
+            if path.exists() {
+                return Err(CliError::Usage(format!("{} exists; refusing to overwrite a key", path.display())));
+            }
+            let key = PrivateKey::generate(alg).map_err(|e| fail(&e))?;
+            medicodax_jose::key::write_private_key(&path, &key).map_err(|e| fail(&e))?;
+            let jwks = serde_json::json!({"keys": [key.public_jwk()]});
+            println!("{}", serde_json::to_string_pretty(&jwks).map_err(|e| fail(&e))?);
+            eprintln!("wrote {} (kid {})", path.display(), key.kid());
+        }
+        Action::Generate { out: None, .. } => {
+            let (ring, events) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+            if events.is_empty() {
+                eprintln!("gateway key ring already exists in {}", ctx.gateway_key_dir().display());
+            }
+            for k in ring.keys() {
+                println!("{}\t{}\tactivates_at={}", k.kid, k.alg, k.activates_at);
+            }
+        }
+        Action::Rotate => {
+            let (mut ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+            let ev = ring.start_rotation(now).map_err(|e| fail(&e))?;
+            println!("{}", serde_json::to_string_pretty(&ev).map_err(|e| fail(&e))?);
+        }
+        Action::Jwks => {
+            let (ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+            println!("{}", serde_json::to_string_pretty(&ring.published(now)).map_err(|e| fail(&e))?);
+        }
+    }
+    Ok(())
+}
