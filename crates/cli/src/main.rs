@@ -4,6 +4,7 @@
 
 mod cmd;
 mod context;
+mod out;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

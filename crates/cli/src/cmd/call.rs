@@ -44,11 +44,11 @@ pub async fn run(_ctx: &Context, a: Args) -> Result<(), CliError> {
     let sub = a.sub.clone().unwrap_or_else(|| a.agent.clone());
     let out = client.call(&sub, &a.tool, args).await.map_err(|e| CliError::Failed(e.to_string()))?;
     if let Some(r) = &out.receipt {
-        eprintln!("receipt verified: decision={} seq={} leaf={}", r.claims.decision.as_str(), r.claims.seq, &r.claims.leaf_hash[..16.min(r.claims.leaf_hash.len())]);
+        eprintln!("receipt verified: decision={} seq={} leaf={}", r.claims.decision.as_str(), r.claims.seq, r.claims.leaf_hash.chars().take(16).collect::<String>());
     }
     match (out.result, out.problem) {
         (Some(result), _) => {
-            println!("{}", serde_json::to_string_pretty(&result).unwrap_or_default());
+            crate::out::json(&result);
             Ok(())
         }
         (None, Some(p)) => Err(CliError::Failed(format!("{} {}: {}", p.status, p.code, p.detail))),

@@ -50,7 +50,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             let key = PrivateKey::generate(alg).map_err(|e| fail(&e))?;
             medicodax_jose::key::write_private_key(&path, &key).map_err(|e| fail(&e))?;
             let jwks = serde_json::json!({"keys": [key.public_jwk()]});
-            println!("{}", serde_json::to_string_pretty(&jwks).map_err(|e| fail(&e))?);
+            crate::out::json(&jwks);
             eprintln!("wrote {} (kid {})", path.display(), key.kid());
         }
         Action::Generate { out: None, .. } => {
@@ -59,17 +59,17 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
                 eprintln!("gateway key ring already exists in {}", ctx.gateway_key_dir().display());
             }
             for k in ring.keys() {
-                println!("{}\t{}\tactivates_at={}", k.kid, k.alg, k.activates_at);
+                crate::out::line(&format!("{}\t{}\tactivates_at={}", k.kid, k.alg, k.activates_at));
             }
         }
         Action::Rotate => {
             let (mut ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
             let ev = ring.start_rotation(now).map_err(|e| fail(&e))?;
-            println!("{}", serde_json::to_string_pretty(&ev).map_err(|e| fail(&e))?);
+            crate::out::json(&ev);
         }
         Action::Jwks => {
             let (ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
-            println!("{}", serde_json::to_string_pretty(&ring.published(now)).map_err(|e| fail(&e))?);
+            crate::out::json(&ring.published(now));
         }
     }
     Ok(())
