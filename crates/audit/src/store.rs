@@ -1,0 +1,360 @@
+//! The audit tables: written once per batch by the writer, read by verify, prove, tail
+//! and export. Every query is written once and runs on both backends ([`with_pool!`]).
+
+use crate::checkpoint::StoredCheckpoint;
+use crate::db::Db;
+use crate::entry::{Prepared, RawEntry, TailEntry, entry_bytes};
+use crate::error::{AuditError, to_i64, to_u64};
+use crate::with_pool;
+use medicodax_wire::hash::{Digest32, leaf_hash_bytes};
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashSet;
+
+/// A call id to consume atomically with an intent record: refused if (`iss`, `jti`) is
+/// present and not expired.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplayKey {
+    /// The agent (`iss`).
+    pub iss: String,
+    /// The call's `jti`.
+    pub jti: String,
+    /// Unix seconds until which the pair stays used (the call's `exp` + leeway).
+    pub expires_at: i64,
+}
+
+/// One append of a batch, as the writer hands it to the store.
+pub(crate) struct BatchItem<'a> {
+    pub prepared: &'a Prepared,
+    pub replay: Option<&'a ReplayKey>,
+}
+
+/// What the store did with one item of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ItemResult {
+    /// Written at `seq` with this leaf hash.
+    Written { seq: u64, leaf: Digest32 },
+    /// Refused as a replay; nothing written.
+    Replayed,
+}
+
+/// Rows per multi-row statement: batches are cut into power-of-two chunks up to this, so
+/// each backend caches at most a handful of statement shapes.
+const MAX_CHUNK: usize = 64;
+
+fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= n {
+            return None;
+        }
+        let left = n - start;
+        let size = if left >= MAX_CHUNK { MAX_CHUNK } else { 1 << (usize::BITS - 1 - left.leading_zeros()) };
+        let r = start..start + size;
+        start += size;
+        Some(r)
+    })
+}
+
+/// `VALUES ($1,..,$cols),(..)` for `rows` rows.
+fn values(cols: usize, rows: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn insert_entries_sql(rows: usize) -> String {
+    format!("INSERT INTO audit_entries (seq, kind, agent, acting_user, jti, time_ms, canonical, leaf_hash) VALUES {}", values(8, rows))
+}
+
+fn upsert_replay_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_replay (iss, jti, expires_at) VALUES {} ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE audit_replay.expires_at <= ${} RETURNING iss, jti",
+        values(3, rows),
+        rows * 3 + 1
+    )
+}
+
+const ENTRY_COLUMNS: &str = "seq, kind, agent, acting_user, jti, time_ms, canonical, leaf_hash";
+
+macro_rules! raw_entry {
+    ($row:expr) => {{
+        let r = &$row;
+        RawEntry {
+            seq: r.try_get("seq")?,
+            kind: r.try_get("kind")?,
+            agent: r.try_get("agent")?,
+            user: r.try_get("acting_user")?,
+            jti: r.try_get("jti")?,
+            time_ms: r.try_get("time_ms")?,
+            canonical: r.try_get("canonical")?,
+            leaf_hash: r.try_get("leaf_hash")?,
+        }
+    }};
+}
+
+macro_rules! stored_checkpoint {
+    ($row:expr) => {{
+        let r = &$row;
+        RawCheckpoint { id: r.try_get("id")?, size: r.try_get("size")?, root: r.try_get("root")?, time: r.try_get("time")?, kid: r.try_get("kid")?, jws: r.try_get("jws")? }
+    }};
+}
+
+/// A checkpoint row as read.
+pub(crate) struct RawCheckpoint {
+    pub id: i64,
+    pub size: i64,
+    pub root: String,
+    pub time: i64,
+    pub kid: String,
+    pub jws: String,
+}
+
+impl RawCheckpoint {
+    fn checked(self) -> Result<StoredCheckpoint, AuditError> {
+        Ok(StoredCheckpoint { id: self.id, size: to_u64("checkpoint", self.size)?, root: self.root, time: self.time, kid: self.kid, jws: self.jws })
+    }
+}
+
+impl Db {
+    /// Writes one batch in one transaction: consumes the replay keys (refusing used,
+    /// unexpired ones, and repeats within the batch), numbers the remaining records from
+    /// `start_seq` in order, inserts them, and commits (one fsync). On error nothing is
+    /// written.
+    pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem<'_>]) -> Result<Vec<ItemResult>, AuditError> {
+        // Replay keys: the first occurrence of a pair in the batch competes in the store;
+        // a later one is a replay of it.
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut contenders: Vec<&ReplayKey> = Vec::new();
+        let mut first_of_pair: Vec<bool> = Vec::with_capacity(items.len());
+        for it in items {
+            match it.replay {
+                Some(k) if seen.insert((k.iss.as_str(), k.jti.as_str())) => {
+                    contenders.push(k);
+                    first_of_pair.push(true);
+                }
+                Some(_) => first_of_pair.push(false),
+                None => first_of_pair.push(true),
+            }
+        }
+        let begin = self.begin_write();
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin_with(begin).await.map_err(AuditError::store("beginning a batch"))?;
+            let mut accepted = HashSet::new();
+            for range in chunks(contenders.len()) {
+                let sql = upsert_replay_sql(range.len());
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for k in &contenders[range] {
+                    q = q.bind(k.iss.as_str()).bind(k.jti.as_str()).bind(k.expires_at);
+                }
+                let rows = q.bind(now_unix).fetch_all(&mut *tx).await.map_err(AuditError::store("recording call ids"))?;
+                for r in rows {
+                    let pair: (String, String) = (r.try_get("iss").map_err(AuditError::store("recording call ids"))?, r.try_get("jti").map_err(AuditError::store("recording call ids"))?);
+                    accepted.insert(pair);
+                }
+            }
+            // Number and encode what is written.
+            let mut results = Vec::with_capacity(items.len());
+            let mut rows: Vec<(i64, &Prepared, Vec<u8>, Digest32)> = Vec::with_capacity(items.len());
+            let mut seq = start_seq;
+            for (it, first) in items.iter().zip(&first_of_pair) {
+                let ok = match it.replay {
+                    None => true,
+                    Some(k) => *first && accepted.contains(&(k.iss.clone(), k.jti.clone())),
+                };
+                if !ok {
+                    results.push(ItemResult::Replayed);
+                    continue;
+                }
+                if seq > crate::entry::MAX_SEQ {
+                    return Err(AuditError::OutOfRange { what: "seq", value: seq });
+                }
+                let bytes = entry_bytes(seq, &it.prepared.record_jcs);
+                let leaf = leaf_hash_bytes(&bytes);
+                rows.push((to_i64("seq", seq)?, it.prepared, bytes, leaf));
+                results.push(ItemResult::Written { seq, leaf });
+                seq += 1;
+            }
+            for range in chunks(rows.len()) {
+                let sql = insert_entries_sql(range.len());
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (s, p, bytes, leaf) in &rows[range] {
+                    q = q
+                        .bind(*s)
+                        .bind(p.kind)
+                        .bind(p.agent.as_deref())
+                        .bind(p.user.as_deref())
+                        .bind(p.jti.as_deref())
+                        .bind(p.time_ms)
+                        .bind(bytes.as_slice())
+                        .bind(leaf.as_slice());
+                }
+                q.execute(&mut *tx).await.map_err(AuditError::store("writing audit records"))?;
+            }
+            tx.commit().await.map_err(AuditError::store("committing audit records"))?;
+            Ok(results)
+        }.await)
+    }
+
+    /// The number of entries: the highest stored `seq` + 1 (0 when empty).
+    pub async fn size(&self) -> Result<u64, AuditError> {
+        let max: Option<i64> = with_pool!(self, pool => sqlx::query_scalar("SELECT MAX(seq) FROM audit_entries").fetch_one(pool).await)
+            .map_err(AuditError::store("reading the log size"))?;
+        match max {
+            None => Ok(0),
+            Some(m) => Ok(to_u64("entry", m)? + 1),
+        }
+    }
+
+    /// Up to `limit` rows with `seq > after` (all rows from the start when `after` is
+    /// `None`), in `seq` order.
+    pub(crate) async fn raw_entries(&self, after: Option<i64>, limit: i64) -> Result<Vec<RawEntry>, AuditError> {
+        let op = "reading audit records";
+        let res: Result<Vec<RawEntry>, sqlx::Error> = with_pool!(self, pool => async {
+            let rows = match after {
+                None => sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries ORDER BY seq LIMIT $1"))).bind(limit).fetch_all(pool).await?,
+                Some(a) => sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2")))
+                    .bind(a)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?,
+            };
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(raw_entry!(r));
+            }
+            Ok(out)
+        }.await);
+        res.map_err(AuditError::store(op))
+    }
+
+    /// The last `n` rows, in `seq` order.
+    pub(crate) async fn raw_last(&self, n: u64) -> Result<Vec<RawEntry>, AuditError> {
+        let n = to_i64("limit", n)?;
+        let res: Result<Vec<RawEntry>, sqlx::Error> = with_pool!(self, pool => async {
+            let rows = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries ORDER BY seq DESC LIMIT $1"))).bind(n).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows.into_iter().rev() {
+                out.push(raw_entry!(r));
+            }
+            Ok(out)
+        }.await);
+        res.map_err(AuditError::store("reading the last audit records"))
+    }
+
+    /// The entry at `seq`, decoded and checked against its row.
+    pub async fn entry(&self, seq: u64) -> Result<Option<TailEntry>, AuditError> {
+        let s = to_i64("seq", seq)?;
+        let res: Result<Option<RawEntry>, sqlx::Error> = with_pool!(self, pool => async {
+            match sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq = $1"))).bind(s).fetch_optional(pool).await? {
+                Some(r) => Ok(Some(raw_entry!(r))),
+                None => Ok(None),
+            }
+        }.await);
+        res.map_err(AuditError::store("reading an audit record"))?.map(RawEntry::into_tail).transpose()
+    }
+
+    /// The stored leaf hashes `[from, to)`, checking that every seq is present once.
+    pub(crate) async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<Digest32>, AuditError> {
+        let (a, b) = (to_i64("seq", from)?, to_i64("seq", to)?);
+        let res: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> = with_pool!(self, pool => async {
+            let rows = sqlx::query("SELECT seq, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq").bind(a).bind(b).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push((r.try_get("seq")?, r.try_get("leaf_hash")?));
+            }
+            Ok(out)
+        }.await);
+        let rows = res.map_err(AuditError::store("reading leaf hashes"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, (seq, h)) in rows.into_iter().enumerate() {
+            let want = a + i as i64;
+            if seq != want {
+                return Err(AuditError::Corrupt { what: "entry", at: want, reason: format!("missing (the next stored seq is {seq})") });
+            }
+            out.push(<[u8; 32]>::try_from(h.as_slice()).map_err(|_| AuditError::Corrupt { what: "entry", at: seq, reason: "leaf hash is not 32 bytes".into() })?);
+        }
+        if out.len() as i64 != b - a {
+            return Err(AuditError::Corrupt { what: "entry", at: a + out.len() as i64, reason: "missing (the log ends early)".into() });
+        }
+        Ok(out)
+    }
+
+    /// Stores a signed checkpoint.
+    pub(crate) async fn insert_checkpoint(&self, size: u64, root: &str, time: i64, kid: &str, jws: &str) -> Result<i64, AuditError> {
+        let size = to_i64("size", size)?;
+        with_pool!(self, pool => sqlx::query_scalar("INSERT INTO audit_checkpoints (size, root, time, kid, jws) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            .bind(size).bind(root).bind(time).bind(kid).bind(jws).fetch_one(pool).await)
+        .map_err(AuditError::store("storing a checkpoint"))
+    }
+
+    /// Every stored checkpoint, oldest first, as stored (not verified).
+    pub async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        self.raw_checkpoints().await?.into_iter().map(RawCheckpoint::checked).collect()
+    }
+
+    pub(crate) async fn raw_checkpoints(&self) -> Result<Vec<RawCheckpoint>, AuditError> {
+        let res: Result<Vec<RawCheckpoint>, sqlx::Error> = with_pool!(self, pool => async {
+            let rows = sqlx::query("SELECT id, size, root, time, kid, jws FROM audit_checkpoints ORDER BY id").fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(stored_checkpoint!(r));
+            }
+            Ok(out)
+        }.await);
+        res.map_err(AuditError::store("reading checkpoints"))
+    }
+
+    /// The most recent checkpoint (the largest size; the latest of those), as stored.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
+        let res: Result<Option<RawCheckpoint>, sqlx::Error> = with_pool!(self, pool => async {
+            match sqlx::query("SELECT id, size, root, time, kid, jws FROM audit_checkpoints ORDER BY size DESC, id DESC LIMIT 1").fetch_optional(pool).await? {
+                Some(r) => Ok(Some(stored_checkpoint!(r))),
+                None => Ok(None),
+            }
+        }.await);
+        res.map_err(AuditError::store("reading the latest checkpoint"))?.map(RawCheckpoint::checked).transpose()
+    }
+
+    /// Deletes used call ids that expired at or before `now_unix`; returns how many.
+    pub async fn purge_expired_replays(&self, now_unix: i64) -> Result<u64, AuditError> {
+        with_pool!(self, pool => sqlx::query("DELETE FROM audit_replay WHERE expires_at <= $1").bind(now_unix).execute(pool).await.map(|r| r.rows_affected()))
+            .map_err(AuditError::store("purging expired call ids"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_everything() {
+        for n in 0..300usize {
+            let v: Vec<_> = chunks(n).collect();
+            assert_eq!(v.iter().map(|r| r.len()).sum::<usize>(), n);
+            assert!(v.iter().all(|r| r.len().is_power_of_two() && r.len() <= MAX_CHUNK));
+            assert!(v.windows(2).all(|w| w[0].end == w[1].start));
+        }
+        assert_eq!(chunks(7).map(|r| r.len()).collect::<Vec<_>>(), [4, 2, 1]);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(values(3, 2), "($1,$2,$3),($4,$5,$6)");
+        assert!(upsert_replay_sql(2).contains("<= $7 RETURNING"));
+    }
+}
