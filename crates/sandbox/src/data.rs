@@ -9,7 +9,7 @@
 //! per request). Patients go to Epic and eClinicalWorks alternately by sorted id.
 
 use crate::index::{IndexValue, index_resource, patient_link, specs, walk};
-use crate::vendor::{ResourceType, Vendor};
+use crate::vendor::{ResourceType, TypeIndex, Vendor};
 use flate2::read::GzDecoder;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -336,7 +336,7 @@ fn process_bundle(name: &str, mut bundle: Value, vendor: Vendor, crosswalk: &Has
     };
     for e in entries.iter_mut() {
         let Some(mut resource) = e.get_mut("resource").map(Value::take) else { continue };
-        let Some(rtype) = resource.get("resourceType").and_then(Value::as_str).and_then(ResourceType::parse) else { continue };
+        let Some(rtype) = resource.get("resourceType").and_then(Value::as_str).and_then(crate::vendor::parse_type) else { continue };
         let Some(id) = resource.get("id").and_then(Value::as_str).map(str::to_owned) else {
             return Err(malformed(name, "a resource has no id"));
         };

@@ -20,7 +20,7 @@ use crate::oauth::VendorCtx;
 use crate::outcome::{Issue, LogInfo, fhir_response, header_text, operation_outcome, outcome_response, with_log};
 use crate::search::{self, EPIC_PAGE_PARAM, ECW_PAGE_PARAM, FilterValue, SearchRequest};
 use crate::state::{PagingSession, lock};
-use crate::vendor::{ResourceType, Vendor};
+use crate::vendor::{ResourceType, TypeIndex, Vendor};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -141,7 +141,7 @@ pub(crate) async fn read(State(ctx): State<VendorCtx>, Path((type_name, id)): Pa
         Ok(a) => a,
         Err(r) => return r,
     };
-    let Some(rtype) = ResourceType::parse(&type_name) else { return unknown_type(&type_name, &auth.label) };
+    let Some(rtype) = crate::vendor::parse_type(&type_name) else { return unknown_type(&type_name, &auth.label) };
     let allowed = match permit(&ctx, &auth, rtype, Interaction::Read) {
         Ok(a) => a,
         Err(r) => return r,
@@ -322,7 +322,7 @@ async fn search(ctx: &VendorCtx, type_name: &str, pairs: Vec<(String, String)>, 
         Ok(a) => a,
         Err(r) => return r,
     };
-    let Some(rtype) = ResourceType::parse(type_name) else { return unknown_type(type_name, &auth.label) };
+    let Some(rtype) = crate::vendor::parse_type(type_name) else { return unknown_type(type_name, &auth.label) };
     let allowed = match permit(ctx, &auth, rtype, Interaction::Search) {
         Ok(a) => a,
         Err(r) => return r,

@@ -10,7 +10,7 @@
 use crate::data::{Record, Side, TypeData};
 use crate::date::DateFilter;
 use crate::index::{IndexValue, Kind, patient_link, specs};
-use crate::vendor::ResourceType;
+use crate::vendor::{ResourceType, TypeIndex};
 
 /// Control parameters that are recognised but do not filter.
 const IGNORED_QUIETLY: &[&str] = &["_format"];

@@ -1,5 +1,7 @@
-//! The two vendor styles, their paths, and the eleven resource types served.
+//! The two vendor styles and their paths; the eleven resource types served are
+//! [`medicodax_wire::ResourceType`].
 
+pub use medicodax_wire::ResourceType;
 use std::fmt;
 
 /// Which EHR a part of the sandbox imitates.
@@ -70,81 +72,22 @@ impl fmt::Display for Vendor {
     }
 }
 
-/// The eleven FHIR R4 resource types the sandbox serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourceType {
-    /// `Patient`
-    Patient,
-    /// `Encounter`
-    Encounter,
-    /// `Condition`
-    Condition,
-    /// `Procedure`
-    Procedure,
-    /// `Observation`
-    Observation,
-    /// `MedicationRequest`
-    MedicationRequest,
-    /// `AllergyIntolerance`
-    AllergyIntolerance,
-    /// `DiagnosticReport`
-    DiagnosticReport,
-    /// `DocumentReference`
-    DocumentReference,
-    /// `Immunization`
-    Immunization,
-    /// `Coverage`
-    Coverage,
+/// The position of a type in [`ResourceType::ALL`], for per-type arrays.
+pub(crate) trait TypeIndex {
+    /// The index.
+    fn index(self) -> usize;
 }
 
-impl ResourceType {
-    /// All eleven, in a fixed order.
-    pub const ALL: [ResourceType; 11] = [
-        ResourceType::Patient,
-        ResourceType::Encounter,
-        ResourceType::Condition,
-        ResourceType::Procedure,
-        ResourceType::Observation,
-        ResourceType::MedicationRequest,
-        ResourceType::AllergyIntolerance,
-        ResourceType::DiagnosticReport,
-        ResourceType::DocumentReference,
-        ResourceType::Immunization,
-        ResourceType::Coverage,
-    ];
-
-    /// The FHIR type name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ResourceType::Patient => "Patient",
-            ResourceType::Encounter => "Encounter",
-            ResourceType::Condition => "Condition",
-            ResourceType::Procedure => "Procedure",
-            ResourceType::Observation => "Observation",
-            ResourceType::MedicationRequest => "MedicationRequest",
-            ResourceType::AllergyIntolerance => "AllergyIntolerance",
-            ResourceType::DiagnosticReport => "DiagnosticReport",
-            ResourceType::DocumentReference => "DocumentReference",
-            ResourceType::Immunization => "Immunization",
-            ResourceType::Coverage => "Coverage",
-        }
-    }
-
-    /// The type named exactly `name` (case-sensitive), if it is one of the eleven.
-    pub fn parse(name: &str) -> Option<ResourceType> {
-        ResourceType::ALL.into_iter().find(|t| t.as_str() == name)
-    }
-
-    /// The index of this type in [`ResourceType::ALL`].
-    pub(crate) const fn index(self) -> usize {
+impl TypeIndex for ResourceType {
+    fn index(self) -> usize {
+        // A fieldless enum declared in the order of `ResourceType::ALL` (tested below).
         self as usize
     }
 }
 
-impl fmt::Display for ResourceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// The type named exactly `name` (case-sensitive), if it is one of the eleven.
+pub(crate) fn parse_type(name: &str) -> Option<ResourceType> {
+    name.parse().ok()
 }
 
 #[cfg(test)]
@@ -154,11 +97,11 @@ mod tests {
     #[test]
     fn type_names_round_trip_and_index_matches_order() {
         for (i, t) in ResourceType::ALL.into_iter().enumerate() {
-            assert_eq!(ResourceType::parse(t.as_str()), Some(t));
+            assert_eq!(parse_type(t.as_str()), Some(t));
             assert_eq!(t.index(), i);
         }
-        assert_eq!(ResourceType::parse("patient"), None, "case-sensitive");
-        assert_eq!(ResourceType::parse("Practitioner"), None, "not one of the eleven");
+        assert_eq!(parse_type("patient"), None, "case-sensitive");
+        assert_eq!(parse_type("Practitioner"), None, "not one of the eleven");
     }
 
     #[test]
