@@ -376,8 +376,9 @@ impl AuthManagerBuilder {
         let mut conns = HashMap::new();
         let mut order = Vec::new();
         let mut events = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for (cfg, key) in self.connections {
-            if conns.contains_key(&cfg.name) {
+            if !names.insert(cfg.name.clone()) {
                 errors.push(SetupError { connection: cfg.name.clone(), setting: "name", problem: SetupProblem::Duplicate });
                 continue;
             }

@@ -184,9 +184,10 @@ impl TokenFailureRecord {
     /// One paragraph for an error message or a log line.
     pub fn explain(&self) -> String {
         let desc = self.error_description.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        let scope = self.requested_scope.as_deref().map(|s| format!(", scope {s:?}")).unwrap_or_default();
         let a = &self.assertion;
         format!(
-            "connection {:?} ({}): the token endpoint {} refused the request with HTTP {} {}{}. We sent alg {}, kid {}, iss = sub = {:?}, aud = {:?}, exp - iat = {} s. {}",
+            "connection {:?} ({}): the token endpoint {} refused the request with HTTP {} {}{}. We sent alg {}, kid {}, iss = sub = {:?}, aud = {:?}, exp - iat = {} s{scope}. {}",
             self.connection,
             self.vendor,
             self.token_url,
