@@ -1,31 +1,86 @@
-//! Prints the measured quality of the coding pipeline (see `medicodax_coding::eval`).
-use medicodax_coding::codeset::CodeSet;
+//! Prints the measured quality and speed of the coding pipeline on the bundled patients
+//! (see `medicodax_coding::eval`). `cargo run --release -p medicodax-coding --example
+//! coding_quality [-- -v]`; `-v` lists every held-out miss, `--table ID` prints one
+//! encounter's worksheet.
 use medicodax_coding::crosswalk::Crosswalk;
-use medicodax_coding::eval::{EvalReport, held_out_by_display};
+use medicodax_coding::eval::{self, EvalReport};
 use medicodax_coding::text::{MatchOptions, TitleIndex};
+use medicodax_coding::{Reference, build_worksheet, codeset::CodeSet, render, synthea};
+use std::path::Path;
+use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let verbose = args.iter().any(|a| a == "-v");
+    let t0 = Instant::now();
+    let reference = Reference::embedded()?;
+    println!("reference data parsed and indexed in {:.2} s", t0.elapsed().as_secs_f64());
     let codes = CodeSet::embedded()?;
     let cw = Crosswalk::embedded()?;
-    let verbose = std::env::args().any(|a| a == "-v");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/synthea-r4");
+    let bundles = synthea::load_dir(&dir)?;
+
+    if let Some(i) = args.iter().position(|a| a == "--table") {
+        let id = args.get(i + 1).cloned().unwrap_or_default();
+        for b in bundles.iter().filter(|b| b.encounter.get("id").and_then(|v| v.as_str()) == Some(id.as_str())) {
+            print!("{}", render::to_table(&build_worksheet(b, &reference)));
+        }
+        return Ok(());
+    }
+
+    println!("\n## Text-match fallback on concepts held out from the crosswalk (k = 5)\n");
     println!("{}", EvalReport::table_header(5));
     let variants = [
-        ("display, product matcher", MatchOptions::default()),
-        ("display, no synonyms", MatchOptions { synonyms: false, ..MatchOptions::default() }),
-        ("display, no stemming", MatchOptions { stemming: false, ..MatchOptions::default() }),
-        ("display, plain BM25 (no re-ranking)", MatchOptions { rerank: false, ..MatchOptions::default() }),
+        ("display only (product matcher)", MatchOptions::default()),
+        ("display only, no synonyms", MatchOptions { synonyms: false, ..MatchOptions::default() }),
+        ("display only, no stemming", MatchOptions { stemming: false, ..MatchOptions::default() }),
+        ("display only, plain BM25", MatchOptions { rerank: false, ..MatchOptions::default() }),
     ];
     for (i, (label, opts)) in variants.into_iter().enumerate() {
         let idx = TitleIndex::build(codes, opts);
-        let r = held_out_by_display(label, &cw, &idx, 5);
+        let r = eval::held_out_by_display(label, &cw, &idx, 5);
         println!("{}", r.table_row());
         if verbose && i == 0 {
-            for o in &r.outcomes {
-                if !o.exact_at_1() {
-                    println!("   miss {:<60} want {:<9} got {:?}", o.display, o.expected, o.suggested);
-                }
+            for o in r.outcomes.iter().filter(|o| !o.exact_at_1()) {
+                println!("   miss {:<60} want {:<9} got {:?}", o.display, o.expected, o.suggested);
             }
         }
     }
+    let in_bundles = eval::held_out_in_bundles("display + note, whole worksheet builder", &reference, &bundles, 5);
+    println!("{}", in_bundles.table_row());
+    println!("\nprecision@1 by confidence band (display + note):");
+    for (band, n, hits) in eval::precision_by_band(&in_bundles) {
+        println!("  {band:<6} {n:>3} concepts, top suggestion exact {hits:>3} ({:.2})", if n == 0 { 0.0 } else { hits as f64 / n as f64 });
+    }
+
+    println!("\n## Worksheets on the bundled patients\n");
+    let cov = eval::coverage(&reference, &bundles);
+    println!("{}", serde_json::to_string_pretty(&cov)?);
+    let mut epic_bundles = bundles.clone();
+    for b in &mut epic_bundles {
+        synthea::add_record_icd10cm(b, &cw);
+    }
+    let epic = eval::coverage(&reference, &epic_bundles);
+    println!("with record ICD-10-CM codings (Epic style): codes by source {:?}", epic.codes_by_source);
+
+    println!("\n## Speed of worksheet building (single thread, release)\n");
+    let rounds = 5;
+    let t = Instant::now();
+    let mut n = 0usize;
+    for _ in 0..rounds {
+        for b in &bundles {
+            std::hint::black_box(build_worksheet(b, &reference));
+            n += 1;
+        }
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!("{n} worksheets in {s:.3} s: {:.0} encounters/s", n as f64 / s);
+    let held = Reference::embedded()?.with_crosswalk(Crosswalk::parse_tsv("snomed_code\tsnomed_display\ticd10cm_code\ticd10cm_title\tconfidence\tnote\n1\tx\tNONE\t\tlow\t\n", "empty")?);
+    let t = Instant::now();
+    for b in &bundles {
+        std::hint::black_box(build_worksheet(b, &held));
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!("{} worksheets with every concept through the text matcher in {s:.3} s: {:.0} encounters/s", bundles.len(), bundles.len() as f64 / s);
     Ok(())
 }

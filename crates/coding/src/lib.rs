@@ -7,9 +7,68 @@ pub mod crosswalk;
 pub mod eval;
 pub mod fhir;
 pub mod note;
+pub mod render;
+pub mod runner;
+pub mod synthea;
 pub mod text;
+pub mod time_saved;
+pub mod worksheet;
 
+use codeset::CodeSet;
+use crosswalk::Crosswalk;
 use std::io::Read;
+use std::sync::{Arc, LazyLock};
+use text::{MatchOptions, TitleIndex};
+
+pub use time_saved::{Baselines, EncounterClass, TimeSaved, time_saved};
+pub use worksheet::{Band, Diagnosis, Flag, FlagKind, Source, Suggestion, Worksheet, build_worksheet, build_worksheet_with};
+
+static INDEX: LazyLock<Result<TitleIndex<'static>, DataError>> = LazyLock::new(|| CodeSet::embedded().map(|c| TitleIndex::build(c, MatchOptions::default())));
+
+/// The reference data a worksheet is built with: the ICD-10-CM code set, the title
+/// index of the text matcher (both embedded, built once per process) and a crosswalk
+/// (the embedded one, or a user's). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    codes: &'static CodeSet,
+    index: &'static TitleIndex<'static>,
+    crosswalk: Arc<Crosswalk>,
+}
+
+impl Reference {
+    /// The shipped code set, title index and crosswalk (parsed and built on first use,
+    /// about a second; later calls are free).
+    pub fn embedded() -> Result<Reference, DataError> {
+        let codes = CodeSet::embedded()?;
+        let index = INDEX.as_ref().map_err(Clone::clone)?;
+        Ok(Reference { codes, index, crosswalk: Crosswalk::embedded()? })
+    }
+
+    /// The same reference with another crosswalk (a user's licensed map).
+    pub fn with_crosswalk(self, crosswalk: Crosswalk) -> Reference {
+        Reference { crosswalk: Arc::new(crosswalk), ..self }
+    }
+
+    /// The ICD-10-CM code set.
+    pub fn codes(&self) -> &'static CodeSet {
+        self.codes
+    }
+
+    /// The text matcher's title index.
+    pub fn index(&self) -> &'static TitleIndex<'static> {
+        self.index
+    }
+
+    /// The crosswalk in use.
+    pub fn crosswalk(&self) -> &Crosswalk {
+        &self.crosswalk
+    }
+
+    /// The crosswalk in use, shared.
+    pub fn crosswalk_arc(&self) -> Arc<Crosswalk> {
+        Arc::clone(&self.crosswalk)
+    }
+}
 
 /// A problem with shipped or user-supplied reference data (code set, crosswalk).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
