@@ -17,7 +17,7 @@
 use crate::data::Record;
 use crate::index::{patient_link, specs};
 use crate::oauth::VendorCtx;
-use crate::outcome::{Issue, LogInfo, fhir_response, header_text, operation_outcome, outcome_response, with_log};
+use crate::outcome::{Issue, LogInfo, challenge, fhir_response, operation_outcome, outcome_response, with_log};
 use crate::search::{self, EPIC_PAGE_PARAM, ECW_PAGE_PARAM, FilterValue, SearchRequest};
 use crate::state::{PagingSession, lock};
 use crate::vendor::{ResourceType, TypeIndex, Vendor};
@@ -52,8 +52,8 @@ fn log_auth(resp: Response, auth: &Authorized) -> Response {
 
 fn unauthorized(vendor: Vendor, description: &str, label: Option<&str>) -> Response {
     let mut resp = outcome_response(StatusCode::UNAUTHORIZED, Issue::new("error", "login", description));
-    let challenge = format!("Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"", vendor.realm(), description);
-    resp.headers_mut().insert(header::WWW_AUTHENTICATE, header_text(&challenge));
+    let text = format!("Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"", vendor.realm(), description);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(&text));
     log_token(resp, label)
 }
 
@@ -88,8 +88,8 @@ fn needed_scope(vendor: Vendor, rtype: ResourceType, i: Interaction) -> String {
 
 fn forbidden(vendor: Vendor, scope: &str, label: &str) -> Response {
     let mut resp = outcome_response(StatusCode::FORBIDDEN, Issue::new("error", "forbidden", format!("the access token does not grant {scope}")));
-    let challenge = format!("Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"", vendor.realm(), scope);
-    resp.headers_mut().insert(header::WWW_AUTHENTICATE, header_text(&challenge));
+    let text = format!("Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"", vendor.realm(), scope);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(&text));
     log_token(resp, Some(label))
 }
 
