@@ -29,6 +29,40 @@
 //!                   access.redactor().apply(&mut resource) on everything returned
 //! ```
 //!
+//! ```
+//! use medicodax_policy::{Policy, UserRecord, ScopeSet, IgnoredVerdict};
+//! use medicodax_wire::{FhirId, Problem, ResourceType, ToolName};
+//!
+//! let config = medicodax_config::Config::from_toml(r#"
+//!     [roles.coder]
+//!     scopes = ["system/*.rs"]
+//!     tools = ["fhir.read", "fhir.search"]
+//!     redact = ["Patient.telecom"]
+//!     [[agents]]
+//!     id = "coding-agent"
+//!     jwks = "keys/coding-agent.jwks.json"
+//!     roles = ["coder"]
+//!     may_act_for = ["role:coder"]
+//! "#).unwrap();
+//! let policy = Policy::from_config(&config);
+//! let coder = UserRecord { name: "coder".into(), roles: vec!["coder".into()], patients: None };
+//! let caller = policy.caller("coding-agent", "coder", Some(&coder)).unwrap();
+//! caller.decide_tool(ToolName::FhirSearch, Some("epic-sandbox")).unwrap();
+//! let granted = ScopeSet::parse("system/Patient.read system/Condition.read");
+//! let access = caller.on_connection("epic-sandbox", &granted).unwrap();
+//!
+//! // Observation was not granted by the EHR: refused locally, uniform 403.
+//! let refused = access.decide_search(ResourceType::Observation, &[("patient".into(), "pt-1001".into())]).unwrap_err();
+//! assert_eq!(refused.problem(), Problem::denied());
+//! assert_eq!(refused.audit_reason(), "denied: ehr-scope-not-granted: system/Observation.s");
+//!
+//! let plan = access.decide_search(ResourceType::Condition, &[("patient".into(), "pt-1001".into())]).unwrap();
+//! assert_eq!(plan.queries()[0].on_ignored_params(["datee"]), IgnoredVerdict::Proceed);
+//! let mut patient = serde_json::json!({"resourceType": "Patient", "id": "pt-1001", "telecom": [{"value": "555"}]});
+//! access.redactor().apply(&mut patient);
+//! assert_eq!(patient, serde_json::json!({"resourceType": "Patient", "id": "pt-1001"}));
+//! ```
+//!
 //! Every `decide_*` returns `Result<_, Refusal>`. [`Refusal::Denied`] carries a
 //! [`DenyReason`] for the outcome record (`refusal.audit_reason()`); the caller always
 //! gets the same body, [`Refusal::problem`] = `Problem::denied()`. Denials on types or

@@ -400,7 +400,10 @@ impl Caller {
     fn check_connection(&self, connection: &str) -> Result<(), Refusal> {
         for (by, g) in self.parties() {
             if g.connections.as_ref().is_some_and(|c| !c.contains(connection)) {
-                return Err(DenyReason::ConnectionNotGranted { connection: connection.to_owned(), by }.into());
+                // The name comes from the call's arguments: keep it out of the audit
+                // text unless it has the shape of a connection name.
+                let shown = if medicodax_wire::tools::valid_connection_name(connection) { connection } else { "(not a connection name)" };
+                return Err(DenyReason::ConnectionNotGranted { connection: shown.to_owned(), by }.into());
             }
         }
         Ok(())

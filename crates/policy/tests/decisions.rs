@@ -405,6 +405,23 @@ fn query_constraint_is_added_to_the_query_and_checked_on_results() {
 }
 
 #[test]
+fn constraints_that_cannot_be_checked_on_results_are_reported_and_fail_closed() {
+    let p = constrained_policy("\"system/Observation.rs?date=ge2024-01-01\"");
+    assert_eq!(
+        p.warnings(),
+        &[PolicyWarning::UnverifiableConstraint { role: "agent_role".into(), scope: "system/Observation.rs?date=ge2024-01-01".into(), param: "date".into() }]
+    );
+    let a = access(&p, "system/*.rs");
+    let plan = a.decide_search(Observation, &params(&[("patient", "pt-1001")])).unwrap();
+    assert_eq!(plan.queries()[0].params(), &params(&[("patient", "pt-1001"), ("date", "ge2024-01-01")])[..]);
+    assert!(!plan.admit(&obs("o1", "laboratory", "pt-1001")), "what cannot be verified is not returned");
+    // Percent-encoded constraint values (as some servers grant them) mean the same.
+    let enc = access(&policy_with(OPEN_ROLES), "system/Observation.rs?category=http%3A%2F%2Fterminology.hl7.org%2FCodeSystem%2Fobservation-category%7Claboratory");
+    let plan = enc.decide_search(Observation, &params(&[("patient", "pt-1001")])).unwrap();
+    assert_eq!(plan.queries()[0].params(), &params(&[("patient", "pt-1001"), ("category", LAB)])[..]);
+}
+
+#[test]
 fn or_ed_constraints_give_one_query_per_alternative() {
     let p = constrained_policy(&format!("\"system/Observation.rs?category={LAB}\", \"system/Observation.rs?category={VITALS}&status=final\""));
     let a = access(&p, "system/*.rs");
@@ -684,6 +701,11 @@ connections = ["ecw-sandbox"]
         DenyReason::ConnectionNotGranted { connection: "ecw-sandbox".into(), by: Party::Agent }
     );
     assert_eq!(denied(c.decide_tool(ToolName::FhirRead, None)), DenyReason::ConnectionRequired);
+    assert_eq!(
+        denied(c.decide_tool(ToolName::FhirRead, Some("Jane Doe, DOB 1970-01-01"))),
+        DenyReason::ConnectionNotGranted { connection: "(not a connection name)".into(), by: Party::Agent },
+        "free text from the arguments never reaches the audit reason"
+    );
     assert_eq!(c.decide_tool(ToolName::ConnectionsList, None), Ok(()));
     assert_eq!(c.visible_connections(["epic-sandbox", "ecw-sandbox"]), vec!["epic-sandbox"]);
     assert!(c.on_connection("ecw-sandbox", &ScopeSet::parse("system/*.rs")).is_err());
