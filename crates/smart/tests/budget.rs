@@ -65,7 +65,7 @@ async fn athena_50_token_requests_a_minute() {
     let m = manager(&clock, vec![cfg("a", "athena", "https://api.athena.example/fhir/r4", json!({"token_url": url}))]);
     let mut sent = Vec::new();
     for i in 0..51 {
-        let scopes = ScopeSet::new([format!("system/Patient.rs"), format!("system/Observation.rs?code=c{i}")]).unwrap();
+        let scopes = ScopeSet::new(["system/Patient.rs".to_owned(), format!("system/Observation.rs?code=c{i}")]).unwrap();
         sent.push(m.token_for("a", &scopes).await.unwrap().sent_at().0.as_secs());
     }
     assert_eq!(&sent[..50], &[0; 50]);
