@@ -9,3 +9,4 @@ pub mod calls;
 pub mod keys;
 pub mod metrics;
 pub mod problem;
+pub mod users;
