@@ -6,7 +6,11 @@
 //! outcome → signed receipt.
 
 pub mod calls;
+pub mod ehr;
+pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod problem;
+pub mod service;
+pub mod tools;
 pub mod users;

@@ -1,0 +1,274 @@
+//! The call pipeline, shared by `POST /v1/calls` and MCP `tools/call`.
+//!
+//! ```text
+//! verify ──✗──► 401/413, no receipt, not audited (counted in /metrics)
+//!   │
+//! intent record + replay key, one durable append ──✗ replayed──► intent + denied outcome, 409
+//!   │                                               ──✗ store──► 503 audit-unavailable
+//! tool + arguments ──✗──► 400 bad-arguments (denied outcome)
+//!   │
+//! policy (agent ∩ user ∩ EHR grants) ──✗──► uniform 403 (denied outcome)
+//!   │
+//! FHIR through the connection ──✗──► 404/429/502/503/504 (failed outcome)
+//!   │
+//! minimum-necessary filtering, redaction
+//!   │
+//! outcome record, durable ──✗──► 503 audit-unavailable, no data leaves
+//!   │
+//! answer bytes B + receipt (gateway key) over call_hash, result_hash = SHA-256(B), seq, leaf_hash
+//! ```
+
+use crate::calls::{CallVerifier, VerifiedCall, VerifyError};
+use crate::ehr::Ehr;
+use crate::keys::GatewayKeys;
+use crate::problem::ApiProblem;
+use crate::tools::{self, Failure, ToolContext};
+use crate::users::UserStore;
+use medicodax_audit::{AuditError, AuditLog, ReplayKey};
+use medicodax_clock::SharedClock;
+use medicodax_config::Config;
+use medicodax_policy::Policy;
+use medicodax_smart::AuthManager;
+use medicodax_wire::audit::{IntentRecord, OutcomeRecord};
+use medicodax_wire::hash::sha256_hex;
+use medicodax_wire::receipt::{Decision, RECEIPT_TYP, ReceiptClaims};
+use medicodax_wire::ProblemCode;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How a call arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `POST /v1/calls`.
+    Http,
+    /// MCP `tools/call`.
+    Mcp,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Http => "http",
+            Channel::Mcp => "mcp",
+        }
+    }
+}
+
+/// The answer to a call, transport-neutral.
+#[derive(Clone, Debug)]
+pub struct CallAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body bytes B (the result, or a problem document).
+    pub body: Vec<u8>,
+    /// `application/json` or `application/problem+json`.
+    pub content_type: &'static str,
+    /// The receipt JWS, for every call whose signature verified and whose outcome was logged.
+    pub receipt: Option<String>,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u64>,
+    /// The decision, when the call verified.
+    pub decision: Option<Decision>,
+    /// The verified call's claims, when it verified (for MCP's tool/args comparison).
+    pub verified: Option<Arc<VerifiedCall>>,
+}
+
+impl CallAnswer {
+    fn unverified(p: ApiProblem) -> Self {
+        CallAnswer {
+            status: p.problem.status,
+            body: p.body(),
+            content_type: crate::problem::PROBLEM_JSON,
+            receipt: None,
+            retry_after: p.retry_after,
+            decision: None,
+            verified: None,
+        }
+    }
+}
+
+/// Everything a call needs, built once at startup.
+pub struct Gateway {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Call verification.
+    pub verifier: CallVerifier,
+    /// Policy.
+    pub policy: Policy,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The auth manager.
+    pub auth: Arc<AuthManager>,
+    /// EHR connections by name.
+    pub ehrs: BTreeMap<String, Arc<Ehr>>,
+    /// Our signing keys.
+    pub keys: Arc<GatewayKeys>,
+    /// Users.
+    pub users: UserStore,
+    rejected_logged: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("audience", &self.verifier.audience()).finish_non_exhaustive()
+    }
+}
+
+/// The leeway added to a call's `exp` for how long its `jti` stays used.
+fn replay_until(call: &VerifiedCall, leeway: i64) -> i64 {
+    call.claims.exp.0.saturating_add(leeway)
+}
+
+impl Gateway {
+    /// Assembles a gateway from its parts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        clock: SharedClock,
+        verifier: CallVerifier,
+        policy: Policy,
+        audit: AuditLog,
+        auth: Arc<AuthManager>,
+        ehrs: BTreeMap<String, Arc<Ehr>>,
+        keys: Arc<GatewayKeys>,
+        users: UserStore,
+    ) -> Self {
+        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, rejected_logged: AtomicU64::new(0) }
+    }
+
+    /// The audience calls must name.
+    pub fn audience(&self) -> &str {
+        self.verifier.audience()
+    }
+
+    fn note_rejected(&self, e: &VerifyError, channel: Channel) {
+        metrics::counter!("medicodax_calls_rejected_total", "reason" => e.label(), "channel" => channel.as_str()).increment(1);
+        // Logged, rate-limited, without content: the first 100, then every 1,000th.
+        let n = self.rejected_logged.fetch_add(1, Ordering::Relaxed);
+        if n < 100 || n % 1000 == 0 {
+            tracing::info!(reason = e.label(), channel = channel.as_str(), count = n + 1, "call refused before verification completed");
+        }
+    }
+
+    /// Handles one call body end to end.
+    pub async fn handle_call(&self, body: &[u8], channel: Channel) -> CallAnswer {
+        let started = self.clock.monotonic();
+        let call = match self.verifier.verify(body).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                self.note_rejected(&e, channel);
+                let code = if matches!(e, VerifyError::TooLarge { .. }) { ProblemCode::TooLarge } else { ProblemCode::InvalidCall };
+                return CallAnswer::unverified(ApiProblem::new(code, e.to_string()));
+            }
+        };
+        let claims = &call.claims;
+        let connection = claims
+            .args
+            .get("connection")
+            .and_then(|v| v.as_str())
+            .filter(|c| medicodax_wire::tools::valid_connection_name(c))
+            .map(str::to_owned);
+        let intent = IntentRecord {
+            time_ms: self.clock.now_unix_millis(),
+            agent: claims.iss.clone(),
+            user: claims.sub.clone(),
+            jti: claims.jti.clone(),
+            tool: claims.tool.chars().take(64).collect(),
+            purpose: claims.purpose().chars().take(64).collect(),
+            connection: connection.clone(),
+            call_hash: call.call_hash.clone(),
+            call_jws: call.jws.clone(),
+            channel: channel.as_str().to_owned(),
+        };
+        let replay = ReplayKey { iss: claims.iss.clone(), jti: claims.jti.clone(), expires_at: replay_until(&call, self.config.gateway.leeway_secs) };
+        let (intent_seq, result) = match self.audit.append_intent(intent.clone(), Some(replay)).await {
+            Ok(a) => {
+                let mut ctx = ToolContext::new(connection.clone());
+                let r = tools::execute(self, &call, &mut ctx).await;
+                (a.seq, (r, ctx))
+            }
+            Err(AuditError::Replayed { .. }) => match self.audit.append_intent(intent, None).await {
+                Ok(a) => {
+                    let f = Failure::denied_with(ApiProblem::new(ProblemCode::Replayed, "this jti was already used by this agent; sign a new call"), "replayed: jti already used");
+                    (a.seq, (Err(f), ToolContext::new(connection.clone())))
+                }
+                Err(e) => return self.audit_unavailable(&e),
+            },
+            Err(e) => return self.audit_unavailable(&e),
+        };
+        let (result, ctx) = result;
+        let (status, body, content_type, decision, code, reason, retry_after) = match result {
+            Ok(value) => match serde_json::to_vec(&value) {
+                Ok(b) => (200, b, "application/json", Decision::Allowed, None, None, None),
+                Err(_) => {
+                    let p = ApiProblem::new(ProblemCode::Internal, "the result could not be serialised");
+                    (500, p.body(), crate::problem::PROBLEM_JSON, Decision::Failed, Some(ProblemCode::Internal), Some("serialise".to_owned()), None)
+                }
+            },
+            Err(f) => (f.problem.problem.status, f.problem.body(), crate::problem::PROBLEM_JSON, f.decision, Some(f.problem.problem.code), Some(f.reason), f.problem.retry_after),
+        };
+        let result_hash = sha256_hex(&body);
+        let latency = self.clock.monotonic().since(started);
+        let outcome = OutcomeRecord {
+            time_ms: self.clock.now_unix_millis(),
+            agent: claims.iss.clone(),
+            user: claims.sub.clone(),
+            jti: claims.jti.clone(),
+            intent_seq,
+            decision,
+            code: code.map(|c| c.as_str().to_owned()),
+            reason,
+            connection: ctx.connection.clone(),
+            granted_scopes: ctx.granted_scopes.clone(),
+            upstream: ctx.log.take(),
+            resources: ctx.resources,
+            patients: ctx.patients.into_iter().collect(),
+            warnings: ctx.warnings,
+            result_hash: result_hash.clone(),
+            latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        };
+        let appended = match self.audit.append_outcome(outcome).await {
+            Ok(a) => a,
+            Err(e) => return self.audit_unavailable(&e),
+        };
+        let receipt = ReceiptClaims {
+            iss: self.audience().to_owned(),
+            iat: self.clock.now_unix(),
+            call_jti: claims.jti.clone(),
+            call_hash: call.call_hash.clone(),
+            result_hash,
+            decision,
+            seq: appended.seq,
+            leaf_hash: appended.leaf_hash_hex(),
+        };
+        let receipt = self.keys.sign(RECEIPT_TYP, &receipt).ok();
+        if receipt.is_none() {
+            tracing::error!(seq = appended.seq, "the receipt could not be signed");
+        }
+        metrics::counter!("medicodax_calls_total", "tool" => tool_label(&claims.tool), "decision" => decision.as_str(), "channel" => channel.as_str()).increment(1);
+        metrics::histogram!("medicodax_call_seconds", "tool" => tool_label(&claims.tool)).record(latency.as_secs_f64());
+        CallAnswer { status, body, content_type, receipt, retry_after, decision: Some(decision), verified: Some(call) }
+    }
+
+    fn audit_unavailable(&self, e: &AuditError) -> CallAnswer {
+        tracing::error!(error = %e, "the audit log cannot be written; failing the call");
+        metrics::counter!("medicodax_audit_failures_total").increment(1);
+        CallAnswer::unverified(ApiProblem::new(ProblemCode::AuditUnavailable, "the audit log cannot be written, so nothing was done; retry later").retry_after(5))
+    }
+
+    /// Seconds until an EHR budget frees up, for `Retry-After`.
+    pub fn retry_secs(d: Duration) -> u64 {
+        d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    }
+}
+
+fn tool_label(tool: &str) -> &'static str {
+    match tool.parse::<medicodax_wire::ToolName>() {
+        Ok(t) => t.as_str(),
+        Err(_) => "unknown",
+    }
+}
