@@ -11,6 +11,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod problem;
+pub mod server;
 pub mod service;
 pub mod tools;
 pub mod users;

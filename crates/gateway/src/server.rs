@@ -1,0 +1,195 @@
+//! Building a gateway from a configuration, and serving it.
+//!
+//! [`build`] opens the store, the gateway key ring, the auth manager (one key ring per
+//! connection), the FHIR clients, the policy, the agents' key sets, the audit log and the
+//! user store; writes the startup events (keys created, policy warnings) to the audit
+//! log; and creates the first `admin` with a random password when there are no users.
+//! [`serve`] runs the HTTP server until the shutdown future completes, then signs a final
+//! audit checkpoint.
+
+use crate::calls::{AgentKeys, CacheRules, CallVerifier, HttpJwksFetcher};
+use crate::keys::{GatewayKeys, PublishedKeys};
+use crate::service::Gateway;
+use crate::users::UserStore;
+use medicodax_audit::{AuditLog, Db, LogConfig};
+use medicodax_clock::SharedClock;
+use medicodax_config::Config;
+use medicodax_jose::{Alg, KeyRing, PublicJwk, RingEvent, RotationPolicy};
+use medicodax_policy::Policy;
+use medicodax_smart::AuthManager;
+use medicodax_wire::audit::SystemEvent;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the gateway could not start. Configuration problems map to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration cannot be used as written.
+    #[error("{0}")]
+    Config(String),
+    /// Something at run time failed (store, keys, listener).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Where relative paths in the configuration are resolved, and where data lives.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The data folder (keys, SQLite).
+    pub data_dir: PathBuf,
+    /// The folder of the configuration file (relative `jwks` and `key` paths start here).
+    pub config_dir: PathBuf,
+}
+
+impl Paths {
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_owned() } else { self.config_dir.join(p) }
+    }
+}
+
+/// What a start produced besides the gateway.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// The first admin's password, when it was just created (print it once).
+    pub admin_password: Option<String>,
+}
+
+/// The auth manager's connection keys, published with ours.
+struct ConnectionKeys(Arc<AuthManager>);
+
+impl PublishedKeys for ConnectionKeys {
+    fn public_keys(&self, _now: i64) -> Vec<PublicJwk> {
+        self.0.jwks().keys
+    }
+}
+
+/// The SQLite URL used when the configuration names no store.
+pub fn default_store_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("medicodax.db").display())
+}
+
+fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
+    SystemEvent {
+        time_ms: now_ms,
+        event: e.event.to_owned(),
+        subject: format!("{}:{}", e.ring, e.kid),
+        detail: serde_json::json!({"ring": e.ring, "kid": e.kid, "at": e.at, "detail": e.detail}),
+    }
+}
+
+/// Builds a gateway from `config`.
+pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<(Arc<Gateway>, Startup), StartError> {
+    let rt = |e: &dyn std::fmt::Display| StartError::Runtime(e.to_string());
+    std::fs::create_dir_all(&paths.data_dir).map_err(|e| StartError::Runtime(format!("cannot create the data folder {}: {e}", paths.data_dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&paths.data_dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let config = Arc::new(config);
+    let audience = config.gateway.audience();
+    let now = clock.now_unix();
+    let rotation = RotationPolicy {
+        publish_lead: config.keys.publish_lead,
+        consumer_cache_ttl: config.keys.consumer_cache_ttl,
+        max_token_lifetime: 300,
+        jwks_max_age: config.keys.jwks_max_age,
+    };
+
+    // Keys.
+    let (ring, mut ring_events) =
+        KeyRing::open_or_create(&paths.data_dir.join("keys").join("gateway"), "gateway", Alg::RS384, rotation, now).map_err(|e| rt(&e))?;
+    let keys = Arc::new(GatewayKeys::new(ring, Arc::clone(&clock)));
+    let auth = Arc::new(AuthManager::from_config(&config, &paths.data_dir, Arc::clone(&clock)).map_err(|e| StartError::Config(e.to_string()))?);
+    ring_events.extend(auth.take_startup_events());
+    keys.publish_also(Arc::new(ConnectionKeys(Arc::clone(&auth))));
+    let ehrs = crate::ehr::build_ehrs(&config.connections, &auth, &clock).map_err(StartError::Config)?;
+
+    // Agents.
+    let fetcher: Arc<HttpJwksFetcher> = Arc::new(HttpJwksFetcher::new().map_err(|e| rt(&e))?);
+    let rules = CacheRules {
+        cooldown: Duration::from_secs(config.gateway.jwks_refetch_cooldown_secs),
+        max_stale: Duration::from_secs(config.gateway.jwks_max_stale_secs),
+        ..CacheRules::default()
+    };
+    let mut agents = HashMap::new();
+    for a in &config.agents {
+        let keys = match (&a.jwks, &a.jwks_url) {
+            (Some(file), _) => AgentKeys::from_file(&a.id, &paths.resolve(file), Arc::clone(&clock)).map_err(|e| StartError::Config(format!("agent {:?}: {e}", a.id)))?,
+            (None, Some(url)) => AgentKeys::remote(&a.id, url, fetcher.clone(), rules, Arc::clone(&clock)),
+            (None, None) => return Err(StartError::Config(format!("agent {:?} has neither jwks nor jwks_url", a.id))),
+        };
+        agents.insert(a.id.clone(), Arc::new(keys));
+    }
+    let verifier = CallVerifier::new(&audience, config.gateway.max_call_bytes, config.gateway.leeway_secs, agents, Arc::clone(&clock));
+    let policy = Policy::from_config(&config);
+
+    // Store, audit log, users.
+    let url = config.store.url.clone().unwrap_or_else(|| default_store_url(&paths.data_dir));
+    let db = Db::connect(&url).await.map_err(|e| rt(&e))?;
+    let signer_keys = Arc::clone(&keys);
+    let audit = AuditLog::open(db.clone(), move |_now: i64| signer_keys.signer(), Arc::clone(&clock), LogConfig::new(audience.clone())).await.map_err(|e| rt(&e))?;
+    let users = UserStore::open(db).await.map_err(|e| rt(&e))?;
+    let mut startup = Startup::default();
+    if users.is_empty().await.map_err(|e| rt(&e))? {
+        let pw = crate::users::random_password().map_err(|e| rt(&e))?;
+        users.add("admin", &pw, &["admin".to_owned()], clock.now_unix_millis()).await.map_err(|e| rt(&e))?;
+        startup.admin_password = Some(pw);
+        audit
+            .append_event(SystemEvent { time_ms: clock.now_unix_millis(), event: "user.created".into(), subject: "admin".into(), detail: serde_json::json!({"roles": ["admin"]}) })
+            .await
+            .map_err(|e| rt(&e))?;
+    }
+    let now_ms = clock.now_unix_millis();
+    for e in &ring_events {
+        audit.append_event(ring_event(e, now_ms)).await.map_err(|e| rt(&e))?;
+    }
+    for w in policy.warnings() {
+        let detail = serde_json::to_value(w).unwrap_or(serde_json::Value::Null);
+        audit.append_event(SystemEvent { time_ms: now_ms, event: "policy.warning".into(), subject: "config".into(), detail }).await.map_err(|e| rt(&e))?;
+    }
+    let gw = Arc::new(Gateway::new(config, clock, verifier, policy, audit, auth, ehrs, keys, users));
+    Ok((gw, startup))
+}
+
+/// Advances key rotation schedules once a minute and audits each step.
+pub fn spawn_key_ticker(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            gw.clock.sleep(Duration::from_secs(60)).await;
+            let mut events = gw.auth.tick_keys();
+            match gw.keys.tick() {
+                Ok(mut e) => events.append(&mut e),
+                Err(e) => tracing::warn!(error = %e, "gateway key ring schedule step failed"),
+            }
+            let now_ms = gw.clock.now_unix_millis();
+            for e in &events {
+                if let Err(err) = gw.audit.append_event(ring_event(e, now_ms)).await {
+                    tracing::error!(error = %err, "could not audit a key rotation step");
+                }
+            }
+        }
+    })
+}
+
+/// The full router: API, MCP and dashboard.
+pub fn router(gw: Arc<Gateway>) -> axum::Router {
+    crate::http::api_router(gw)
+}
+
+/// Serves `gw` on `listener` until `shutdown` completes, then signs a last checkpoint.
+pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let ticker = spawn_key_ticker(Arc::clone(&gw));
+    let app = router(Arc::clone(&gw));
+    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    ticker.abort();
+    match gw.audit.shutdown().await {
+        Ok(Some(cp)) => tracing::info!(size = cp.size, "signed the final audit checkpoint"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not sign the final audit checkpoint"),
+    }
+    res.map_err(|e| StartError::Runtime(format!("HTTP server failed: {e}")))
+}
