@@ -4,6 +4,7 @@
 
 mod cmd;
 mod context;
+mod embedded;
 mod out;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,10 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The gateway (no config file: the embedded sandbox default on 127.0.0.1:8080).
+    Serve(cmd::serve::Args),
+    /// The sandbox EHRs alone.
+    Sandbox(cmd::serve::SandboxArgs),
     /// Our signing keys and the JWKS we publish.
     Keys(cmd::keys::Args),
     /// One signed tool call: prints the result and checks the receipt.
@@ -85,6 +90,8 @@ fn main() -> ExitCode {
     let ctx = context::Context { config_path: cli.config.clone(), data_dir: cli.data_dir.clone() };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(a) => cmd::serve::run(&ctx, a).await,
+            Command::Sandbox(a) => cmd::serve::run_sandbox(&ctx, a).await,
             Command::Keys(a) => cmd::keys::run(&ctx, a).await,
             Command::Call(a) => cmd::call::run(&ctx, a).await,
         }

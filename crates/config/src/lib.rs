@@ -199,6 +199,36 @@ pub struct ConnectionConfig {
     pub timeout: Option<u64>,
 }
 
+impl ConnectionConfig {
+    /// A connection with the given identity and every optional setting left to the vendor profile.
+    pub fn new(name: &str, vendor: Vendor, fhir_base: &str, client_id: &str) -> Self {
+        ConnectionConfig {
+            name: name.into(),
+            vendor,
+            fhir_base: fhir_base.into(),
+            client_id: client_id.into(),
+            key: None,
+            scopes: Vec::new(),
+            token_url: None,
+            lifetime: None,
+            buffer: None,
+            rate_per_minute: None,
+            token_rate_per_minute: None,
+            token_min_interval: None,
+            max_lifetime: None,
+            alg: None,
+            kid: None,
+            jku: None,
+            assertion_backdate: None,
+            assertion_lifetime: None,
+            send_scope: None,
+            observation_categories: None,
+            max_retry_after: None,
+            timeout: None,
+        }
+    }
+}
+
 /// `[roles.NAME]`: what holders of a role may do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
