@@ -577,7 +577,7 @@ mod tests {
 
     #[test]
     fn search_ranks_the_unspecified_billable_code_first_for_a_bare_concept() {
-        let idx = TitleIndex::build(CodeSet::embedded().unwrap(), MatchOptions::default());
+        let idx = crate::Reference::embedded().unwrap().index();
         let top = |q: &str| idx.search(q, 5).first().map(|c| c.code.dotted.clone());
         assert_eq!(top("Essential hypertension (disorder)").as_deref(), Some("I10"));
         assert_eq!(top("Acute bronchitis (disorder)").as_deref(), Some("J20.9"));
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_truncated_word_matches_by_prefix() {
-        let idx = TitleIndex::build(CodeSet::embedded().unwrap(), MatchOptions::default());
+        let idx = crate::Reference::embedded().unwrap().index();
         let r = idx.search("Abnormal findings diagnostic imaging heart+coronary circulat (finding)", 3);
         assert_eq!(r[0].code.dotted, "R93.1");
         assert!(r[0].confidence() > 0.5 && r[0].confidence() <= 0.75, "{}", r[0].confidence());
