@@ -96,7 +96,7 @@ pub fn config_for(sandbox: &SandboxHandle, addr: SocketAddr, data_dir: &Path) ->
         CODER.into(),
         RoleConfig {
             scopes: vec!["system/*.rs".into()],
-            tools: ["fhir.read", "fhir.search", "encounter.bundle", "connections.list"].map(str::to_owned).to_vec(),
+            tools: ["fhir.read", "fhir.search", "encounter.bundle", "connections.list", "worksheet.submit"].map(str::to_owned).to_vec(),
             redact: ["Patient.telecom", "Patient.address", "Patient.identifier"].map(str::to_owned).to_vec(),
             ..RoleConfig::default()
         },

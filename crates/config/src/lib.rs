@@ -478,7 +478,7 @@ impl Config {
             }
             for (j, t) in r.tools.iter().enumerate() {
                 if t.parse::<medicodax_wire::ToolName>().is_err() {
-                    issue(format!("roles.{name}.tools[{j}]"), format!("unknown tool {t:?}: expected fhir.read, fhir.search, encounter.bundle or connections.list"));
+                    issue(format!("roles.{name}.tools[{j}]"), format!("unknown tool {t:?}: expected one of {}", medicodax_wire::ToolName::ALL.map(|t| t.as_str()).join(", ")));
                 }
             }
             for (j, c) in r.connections.iter().enumerate() {

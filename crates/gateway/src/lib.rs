@@ -15,3 +15,4 @@ pub mod server;
 pub mod service;
 pub mod tools;
 pub mod users;
+pub mod worksheets;

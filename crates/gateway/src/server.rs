@@ -132,7 +132,8 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     let db = Db::connect(&url).await.map_err(|e| rt(&e))?;
     let signer_keys = Arc::clone(&keys);
     let audit = AuditLog::open(db.clone(), move |_now: i64| signer_keys.signer(), Arc::clone(&clock), LogConfig::new(audience.clone())).await.map_err(|e| rt(&e))?;
-    let users = UserStore::open(db).await.map_err(|e| rt(&e))?;
+    let users = UserStore::open(db.clone()).await.map_err(|e| rt(&e))?;
+    let worksheets = crate::worksheets::WorksheetStore::new(db);
     let mut startup = Startup::default();
     if users.is_empty().await.map_err(|e| rt(&e))? {
         let pw = crate::users::random_password().map_err(|e| rt(&e))?;
@@ -151,7 +152,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
         let detail = serde_json::to_value(w).unwrap_or(serde_json::Value::Null);
         audit.append_event(SystemEvent { time_ms: now_ms, event: "policy.warning".into(), subject: "config".into(), detail }).await.map_err(|e| rt(&e))?;
     }
-    let gw = Arc::new(Gateway::new(config, clock, verifier, policy, audit, auth, ehrs, keys, users));
+    let gw = Arc::new(Gateway::new(config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets));
     Ok((gw, startup))
 }
 

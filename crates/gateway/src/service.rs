@@ -109,6 +109,8 @@ pub struct Gateway {
     pub keys: Arc<GatewayKeys>,
     /// Users.
     pub users: UserStore,
+    /// Coding worksheets.
+    pub worksheets: crate::worksheets::WorksheetStore,
     rejected_logged: AtomicU64,
 }
 
@@ -136,8 +138,9 @@ impl Gateway {
         ehrs: BTreeMap<String, Arc<Ehr>>,
         keys: Arc<GatewayKeys>,
         users: UserStore,
+        worksheets: crate::worksheets::WorksheetStore,
     ) -> Self {
-        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, rejected_logged: AtomicU64::new(0) }
+        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets, rejected_logged: AtomicU64::new(0) }
     }
 
     /// The audience calls must name.

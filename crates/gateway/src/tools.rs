@@ -12,8 +12,8 @@ use medicodax_smart::AuthError;
 use medicodax_wire::audit::{ResourceRef, SystemEvent};
 use medicodax_wire::receipt::Decision;
 use medicodax_wire::tools::{
-    ConnectionInfo, ConnectionsList, ConnectionsListArgs, EncounterBundle, EncounterBundleArgs, FhirReadArgs, FhirSearchArgs, MAX_SEARCH_RESULTS, SearchResult,
-    Warning,
+    ConnectionInfo, ConnectionsList, ConnectionsListArgs, EncounterBundle, EncounterBundleArgs, FhirReadArgs, FhirSearchArgs, MAX_SEARCH_RESULTS, MAX_WORKSHEET_BYTES,
+    SearchResult, Warning, WorksheetStored, WorksheetSubmitArgs,
 };
 use medicodax_wire::{FhirId, ProblemCode, ResourceType, ToolName};
 use serde::de::DeserializeOwned;
@@ -132,6 +132,36 @@ pub async fn execute(gw: &Gateway, call: &VerifiedCall, ctx: &mut ToolContext) -
             let plan = access.decide_search(a.resource_type, &a.params)?;
             let result = search(&ehr, &access, &plan, Some(max), ctx).await?;
             to_value(serde_json::to_value(result))
+        }
+        ToolName::WorksheetSubmit => {
+            let a: WorksheetSubmitArgs = parse_args(call)?;
+            caller.decide_tool(tool, Some(&a.connection))?;
+            if !gw.ehrs.contains_key(&a.connection) {
+                return Err(Failure::refusal(Refusal::Denied(DenyReason::ConnectionNotGranted { connection: a.connection.clone(), by: medicodax_policy::Party::Agent })));
+            }
+            if a.class.is_empty() || a.class.len() > 16 || !a.class.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(Failure::bad_args("class must be an encounter class code such as AMB, EMER or IMP"));
+            }
+            let body = serde_json::to_string(&a.worksheet).map_err(|e| Failure::internal(format!("serialise: {e}")))?;
+            if body.len() > MAX_WORKSHEET_BYTES {
+                return Err(Failure::bad_args(format!("the worksheet is {} bytes; the limit is {MAX_WORKSHEET_BYTES}", body.len())));
+            }
+            ctx.connection = Some(a.connection.clone());
+            ctx.patients.insert(a.patient.as_str().to_owned());
+            ctx.resources.push(ResourceRef { resource_type: "Encounter".into(), id: a.encounter.as_str().to_owned(), version: None });
+            let submission = crate::worksheets::Submission {
+                connection: &a.connection,
+                encounter: a.encounter.as_str(),
+                patient: a.patient.as_str(),
+                class: &a.class,
+                agent: &call.claims.iss,
+                now_ms: gw.clock.now_unix_millis(),
+                pipeline_ms: i64::try_from(a.pipeline_ms).unwrap_or(i64::MAX),
+                baseline_min: crate::worksheets::baseline_minutes(&a.class, &gw.config.coding),
+                body: &body,
+            };
+            let status = gw.worksheets.submit(&submission).await.map_err(|e| Failure::internal(e.to_string()))?;
+            to_value(serde_json::to_value(WorksheetStored { connection: a.connection, encounter: a.encounter.as_str().to_owned(), status }))
         }
         ToolName::EncounterBundle => {
             let a: EncounterBundleArgs = parse_args(call)?;

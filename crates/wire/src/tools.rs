@@ -25,11 +25,14 @@ pub enum ToolName {
     /// The configured EHR connections and their status.
     #[serde(rename = "connections.list")]
     ConnectionsList,
+    /// A coding worksheet handed to the dashboard for a coder's review.
+    #[serde(rename = "worksheet.submit")]
+    WorksheetSubmit,
 }
 
 impl ToolName {
     /// All tools.
-    pub const ALL: [ToolName; 4] = [ToolName::FhirRead, ToolName::FhirSearch, ToolName::EncounterBundle, ToolName::ConnectionsList];
+    pub const ALL: [ToolName; 5] = [ToolName::FhirRead, ToolName::FhirSearch, ToolName::EncounterBundle, ToolName::ConnectionsList, ToolName::WorksheetSubmit];
 
     /// The wire name, e.g. `fhir.read`.
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl ToolName {
             ToolName::FhirSearch => "fhir.search",
             ToolName::EncounterBundle => "encounter.bundle",
             ToolName::ConnectionsList => "connections.list",
+            ToolName::WorksheetSubmit => "worksheet.submit",
         }
     }
 
@@ -48,6 +52,7 @@ impl ToolName {
             ToolName::FhirSearch => "Search one FHIR R4 resource type with name/value parameters through an EHR connection.",
             ToolName::EncounterBundle => "An encounter with its patient, conditions, procedures, observations, medication requests, diagnostic reports, documents, allergies, immunizations and coverage.",
             ToolName::ConnectionsList => "The configured EHR connections with vendor and status (no secrets).",
+            ToolName::WorksheetSubmit => "Submit a coding worksheet for an encounter, for review by a human coder in the dashboard (touches no EHR).",
         }
     }
 }
@@ -60,7 +65,7 @@ impl fmt::Display for ToolName {
 
 /// A tool name the gateway does not offer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown tool {0:?}: expected fhir.read, fhir.search, encounter.bundle or connections.list")]
+#[error("unknown tool {0:?}: expected fhir.read, fhir.search, encounter.bundle, connections.list or worksheet.submit")]
 pub struct UnknownTool(pub String);
 
 impl FromStr for ToolName {
@@ -122,6 +127,38 @@ pub struct EncounterBundleArgs {
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionsListArgs {}
+
+/// The largest worksheet accepted by `worksheet.submit`, in bytes of JSON.
+pub const MAX_WORKSHEET_BYTES: usize = 48 * 1024;
+
+/// Arguments of `worksheet.submit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorksheetSubmitArgs {
+    /// The EHR connection the encounter came from.
+    pub connection: String,
+    /// The encounter coded.
+    pub encounter: FhirId,
+    /// Its patient.
+    pub patient: FhirId,
+    /// The encounter class code (`AMB`, `EMER`, `IMP`, …).
+    pub class: String,
+    /// Time the pipeline spent on the encounter, in milliseconds.
+    pub pipeline_ms: u64,
+    /// The worksheet (the coding pipeline's JSON), at most [`MAX_WORKSHEET_BYTES`].
+    pub worksheet: serde_json::Map<String, Value>,
+}
+
+/// The result of `worksheet.submit`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorksheetStored {
+    /// The connection.
+    pub connection: String,
+    /// The encounter.
+    pub encounter: String,
+    /// `pending` (new or replaced) or the review status it already had.
+    pub status: String,
+}
 
 /// Something the caller should know about a result that is not data: an ignored
 /// parameter, a page that failed, a type that was withheld.
