@@ -377,6 +377,11 @@ fn process_bundle(name: &str, mut bundle: Value, vendor: Vendor, crosswalk: &Has
     Ok(out)
 }
 
+/// The side of the `i`-th patient in sorted order: Epic, eClinicalWorks, Epic, …
+fn side_of(i: usize) -> Vendor {
+    if i.is_multiple_of(2) { Vendor::Epic } else { Vendor::EClinicalWorks }
+}
+
 fn load() -> Result<Dataset, DataError> {
     let crosswalk = crosswalk()?;
     let parsed: Vec<Result<(&'static str, Value, String), DataError>> = std::thread::scope(|s| {
@@ -391,7 +396,7 @@ fn load() -> Result<Dataset, DataError> {
             .into_iter()
             .enumerate()
             .map(|(i, (name, bundle, _))| {
-                let vendor = Vendor::ALL[i % 2];
+                let vendor = side_of(i);
                 s.spawn(move || process_bundle(name, bundle, vendor, crosswalk))
             })
             .collect();
@@ -401,7 +406,7 @@ fn load() -> Result<Dataset, DataError> {
     let mut stats = LoadStats { bundles: BUNDLES.len(), ..LoadStats::default() };
     for (i, p) in processed.into_iter().enumerate() {
         let p = p?;
-        let vendor = Vendor::ALL[i % 2];
+        let vendor = side_of(i);
         let side = &mut sides[vendor.index()];
         stats.bundle_entries += p.entries;
         stats.icd10cm_codings_added += p.icd_added;

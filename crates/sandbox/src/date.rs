@@ -54,15 +54,15 @@ impl DateFilter {
     /// Parses `[prefix]date`, e.g. `ge2020-01-01`, `lt2021`, `2020-04-27T10:00:00+00:00`.
     /// A `+` in the offset may arrive decoded as a space (form decoding) and is accepted.
     pub fn parse(value: &str) -> Option<DateFilter> {
-        let (prefix, rest) = match value.get(..2) {
-            Some("eq") => (Prefix::Eq, &value[2..]),
-            Some("ne") => (Prefix::Ne, &value[2..]),
-            Some("lt") => (Prefix::Lt, &value[2..]),
-            Some("le") => (Prefix::Le, &value[2..]),
-            Some("gt") => (Prefix::Gt, &value[2..]),
-            Some("ge") => (Prefix::Ge, &value[2..]),
-            Some("sa") => (Prefix::Sa, &value[2..]),
-            Some("eb") => (Prefix::Eb, &value[2..]),
+        let (prefix, rest) = match value.get(..2).zip(value.get(2..)) {
+            Some(("eq", rest)) => (Prefix::Eq, rest),
+            Some(("ne", rest)) => (Prefix::Ne, rest),
+            Some(("lt", rest)) => (Prefix::Lt, rest),
+            Some(("le", rest)) => (Prefix::Le, rest),
+            Some(("gt", rest)) => (Prefix::Gt, rest),
+            Some(("ge", rest)) => (Prefix::Ge, rest),
+            Some(("sa", rest)) => (Prefix::Sa, rest),
+            Some(("eb", rest)) => (Prefix::Eb, rest),
             _ => (Prefix::Eq, value),
         };
         Some(DateFilter { prefix, range: parse_range(rest)? })
@@ -193,13 +193,15 @@ pub(crate) fn parse_range(s: &str) -> Option<Range> {
     let (clock, offset_min) = if let Some(c) = time.strip_suffix('Z') {
         (c, 0)
     } else if time.len() > 6 {
+        // infallible: the text is ASCII (checked above), so every index is a char
+        // boundary, and it is longer than 6 bytes.
         let (c, z) = time.split_at(time.len() - 6);
-        let sign = match z.as_bytes()[0] {
-            b'+' | b' ' => 1,
-            b'-' => -1,
+        let (sign, hhmm) = match z.split_at(1) {
+            ("+" | " ", rest) => (1, rest),
+            ("-", rest) => (-1, rest),
             _ => return None,
         };
-        let (hh, mm) = z[1..].split_once(':')?;
+        let (hh, mm) = hhmm.split_once(':')?;
         let (hh, mm) = (digits(hh, 2)?, digits(mm, 2)?);
         if hh > 14 || mm > 59 {
             return None;
@@ -222,7 +224,7 @@ pub(crate) fn parse_range(s: &str) -> Option<Range> {
     let frac_ms = match frac {
         Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
             let padded = format!("{f:0<3}");
-            padded[..3].parse::<i64>().ok()?
+            padded.get(..3)?.parse::<i64>().ok()?
         }
         Some(_) => return None,
         None => 0,

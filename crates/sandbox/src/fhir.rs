@@ -57,7 +57,7 @@ fn unauthorized(vendor: Vendor, description: &str, label: Option<&str>) -> Respo
     log_token(resp, label)
 }
 
-fn authenticate(ctx: &VendorCtx, headers: &HeaderMap) -> Result<Authorized, Response> {
+fn authenticate(ctx: &VendorCtx, headers: &HeaderMap) -> Result<Authorized, Box<Response>> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -66,13 +66,13 @@ fn authenticate(ctx: &VendorCtx, headers: &HeaderMap) -> Result<Authorized, Resp
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty());
     let Some(value) = value else {
-        return Err(unauthorized(ctx.vendor, crate::state::TokenProblem::Missing.describe(), None));
+        return Err(Box::new(unauthorized(ctx.vendor, crate::state::TokenProblem::Missing.describe(), None)));
     };
     let now = ctx.shared.clock.now_unix();
     let tokens = lock(&ctx.shared.tokens);
     match tokens.check(ctx.vendor, value, now) {
         Ok(t) => Ok(Authorized { label: t.label.clone(), client_id: t.client_id.clone(), scopes: t.scopes.clone() }),
-        Err((problem, label)) => Err(unauthorized(ctx.vendor, problem.describe(), label.as_deref())),
+        Err((problem, label)) => Err(Box::new(unauthorized(ctx.vendor, problem.describe(), label.as_deref()))),
     }
 }
 
@@ -109,11 +109,11 @@ impl Allowed {
     }
 }
 
-fn permit(ctx: &VendorCtx, auth: &Authorized, rtype: ResourceType, i: Interaction) -> Result<Allowed, Response> {
+fn permit(ctx: &VendorCtx, auth: &Authorized, rtype: ResourceType, i: Interaction) -> Result<Allowed, Box<Response>> {
     match auth.scopes.grant(&[Context::System], rtype.as_str(), i) {
         Grant::Full => Ok(Allowed::All),
         Grant::Constrained(list) => Ok(Allowed::Only(list.iter().filter_map(|pairs| search::parse(rtype, pairs).ok().filter(|r| r.ignored.is_empty())).collect())),
-        Grant::None => Err(forbidden(ctx.vendor, &needed_scope(ctx.vendor, rtype, i), &auth.label)),
+        Grant::None => Err(Box::new(forbidden(ctx.vendor, &needed_scope(ctx.vendor, rtype, i), &auth.label))),
     }
 }
 
@@ -139,12 +139,12 @@ fn page_fault(ctx: &VendorCtx, page: usize) -> bool {
 pub(crate) async fn read(State(ctx): State<VendorCtx>, Path((type_name, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let auth = match authenticate(&ctx, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(rtype) = crate::vendor::parse_type(&type_name) else { return unknown_type(&type_name, &auth.label) };
     let allowed = match permit(&ctx, &auth, rtype, Interaction::Read) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let shown: String = id.chars().take(64).collect();
     let Some(rec) = ctx.shared.data.record(ctx.vendor, rtype, &id) else {
@@ -320,12 +320,12 @@ fn query_string(pairs: &[(String, String)]) -> String {
 async fn search(ctx: &VendorCtx, type_name: &str, pairs: Vec<(String, String)>, headers: &HeaderMap) -> Response {
     let auth = match authenticate(ctx, headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(rtype) = crate::vendor::parse_type(type_name) else { return unknown_type(type_name, &auth.label) };
     let allowed = match permit(ctx, &auth, rtype, Interaction::Search) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let vendor = ctx.vendor;
     let mut req = match search::parse(rtype, &pairs) {
@@ -434,7 +434,7 @@ fn epic_page(ctx: &VendorCtx, auth: &Authorized, rtype: ResourceType, token: &st
     let base = ctx.shared.fhir_base(ctx.vendor);
     let records = &ctx.shared.data.side(ctx.vendor).types[rtype.index()].records;
     let PagingSession { matches, page_size, .. } = &*session;
-    let page_records: Vec<&Record> = matches.iter().skip((page_no - 1).saturating_mul(*page_size)).take(*page_size).filter_map(|&i| records.get(i as usize)).collect();
+    let page_records: Vec<&Record> = matches.iter().skip(page_no.saturating_sub(1).saturating_mul(*page_size)).take(*page_size).filter_map(|&i| records.get(i as usize)).collect();
     let next_url = session.token_of(page_no + 1).map(|t| format!("{base}/{rtype}?{EPIC_PAGE_PARAM}={t}"));
     let self_url = format!("{base}/{rtype}?{EPIC_PAGE_PARAM}={token}");
     bundle_response(ctx, Page { rtype, total: matches.len(), records: page_records, self_url, next_url, outcomes: Vec::new() }, auth)

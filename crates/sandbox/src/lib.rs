@@ -38,6 +38,8 @@
 //! windows, JWKS cache ages, added latency) use the configured clock, so tests move time
 //! with a `ManualClock` instead of sleeping.
 
+#![warn(missing_docs)]
+
 mod assertion;
 mod config;
 mod data;

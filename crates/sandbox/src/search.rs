@@ -186,7 +186,7 @@ pub(crate) fn parse(rtype: ResourceType, pairs: &[(String, String)]) -> Result<S
             });
         }
         let Ok(spec_idx) = u8::try_from(idx) else { continue };
-        req.filters.push(Filter { spec: spec_idx, name: spec.names[0].to_owned(), values });
+        req.filters.push(Filter { spec: spec_idx, name: spec.names.first().copied().unwrap_or(name).to_owned(), values });
     }
     Ok(req)
 }

@@ -185,11 +185,11 @@ async fn epic_observation_needs_category_or_code_and_other_required_parameters()
     assert_eq!(a.body["issue"][0]["code"], "required");
     assert_eq!(a.body["issue"][0]["details"]["coding"][0]["code"], "59108");
     let refused = [
-        (format!("Condition?code=x"), "required", "4111"),
+        ("Condition?code=x".to_owned(), "required", "4111"),
         (format!("Observation?patient={HANS}&category=labresults"), "value", "59111"),
         (format!("Condition?patient={HANS}&category=diagnosis"), "value", "4115"),
         (format!("DocumentReference?patient={HANS}&category=notes"), "value", "4115"),
-        (format!("Patient?gender=male"), "required", "4110"),
+        ("Patient?gender=male".to_owned(), "required", "4110"),
         (format!("Encounter?patient={HANS}&date=yesterday"), "invalid", "4115"),
     ];
     for (q, code, detail) in refused {
@@ -202,9 +202,9 @@ async fn epic_observation_needs_category_or_code_and_other_required_parameters()
         (format!("Condition?patient={HANS}&category=problem-list-item"), 1),
         (format!("Condition?patient={HANS}&category=encounter-diagnosis"), 10),
         (format!("DocumentReference?patient={HANS}&category=clinical-note"), 10),
-        (format!("Patient?family=welch&birthdate=2020-03-23"), 1),
-        (format!("Patient?identifier=http://hospital.smarthealthit.org|4818460"), 1),
-        (format!("Observation?_id=fd7c711c-20dd-4d3b-a6ad-929acd109561"), 1),
+        ("Patient?family=welch&birthdate=2020-03-23".to_owned(), 1),
+        ("Patient?identifier=http://hospital.smarthealthit.org|4818460".to_owned(), 1),
+        ("Observation?_id=fd7c711c-20dd-4d3b-a6ad-929acd109561".to_owned(), 1),
     ] {
         let a = env.fhir(Vendor::Epic, &q, Some(&epic)).await;
         assert_eq!((a.status, a.body["total"].as_u64()), (200, Some(n)), "{q}: {}", a.text);
