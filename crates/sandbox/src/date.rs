@@ -314,4 +314,20 @@ mod tests {
         assert!(!f("eb2030").matches(open));
         assert_eq!(Range::period(None, None), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(s in "\\PC{0,48}") {
+            if let Some(f) = DateFilter::parse(&s) {
+                proptest::prop_assert!(f.range.start < f.range.end);
+            }
+        }
+
+        #[test]
+        fn date_like_text_never_panics(s in "[0-9]{0,5}(-[0-9]{0,3}){0,3}(T[0-9:. +Z-]{0,20})?") {
+            if let Some(r) = parse_range(&s) {
+                proptest::prop_assert!(r.start < r.end);
+            }
+        }
+    }
 }

@@ -293,4 +293,18 @@ mod tests {
         assert_eq!(split_values("x"), vec!["x".to_owned()]);
         assert_eq!(split_values(r"trailing\"), vec![r"trailing\".to_owned()]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_parameters_parse_or_are_refused_without_panicking(
+            pairs in proptest::collection::vec(("[a-z_:-]{0,12}", "\\PC{0,40}"), 0..6),
+            t in 0usize..11,
+        ) {
+            let rtype = ResourceType::ALL[t];
+            if let Ok(req) = parse(rtype, &pairs) {
+                let data = crate::data::Dataset::embedded().expect("dataset");
+                let _ = run(data.side(crate::vendor::Vendor::EClinicalWorks), rtype, &req);
+            }
+        }
+    }
 }
