@@ -8,7 +8,7 @@
 //! PostgreSQL.
 
 use medicodax_audit::{AuditLog, Db, LogConfig, ReplayKey};
-use medicodax_clock::{Clock, SystemClock};
+use medicodax_clock::SystemClock;
 use medicodax_jose::{Alg, PrivateKey};
 use medicodax_wire::CALL_TYP;
 use medicodax_wire::audit::IntentRecord;

@@ -1,6 +1,6 @@
 //! Signed checkpoints: the log's size and root at a time, as a compact JWS signed with
 //! the gateway key (`typ` `medicodax-checkpoint+jwt`, claims
-//! [`CheckpointClaims`](medicodax_wire::CheckpointClaims)).
+//! [`CheckpointClaims`]).
 //!
 //! Anyone holding an older checkpoint can later ask for a consistency proof to the
 //! current log, which catches truncation and rewriting. Verification looks the signing

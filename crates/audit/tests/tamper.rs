@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use medicodax_audit::{Finding, VerifyOptions, VerifyReport, verify};
+use medicodax_audit::{AuditError, Finding, VerifyOptions, VerifyReport, verify};
 use medicodax_clock::ManualClock;
 use medicodax_wire::audit::AuditRecord;
 
@@ -78,6 +78,7 @@ on_both_stores!(
     truncation_is_caught_by_stored_and_external_checkpoints,
     rewritten_log_is_caught_by_an_external_checkpoint,
     forged_checkpoints_are_caught,
+    garbage_rows_are_reported_not_panicked_on,
     guards_refuse_casual_changes,
 );
 
@@ -209,13 +210,30 @@ async fn forged_checkpoints_are_caught(f: &Fixture) {
     f.store.exec("UPDATE audit_checkpoints SET root = CASE WHEN substr(root, 1, 1) = 'a' THEN 'b' ELSE 'a' END || substr(root, 2) WHERE size = 10").await;
     let jws30 = &f.cp30;
     let (head, sig) = jws30.rsplit_once('.').unwrap();
-    let flipped = if sig.starts_with('A') { format!("B{}", &sig[1..]) } else { format!("A{}", &sig[1..]) };
+    let flipped = format!("{}{}", if sig.starts_with('A') { 'B' } else { 'A' }, &sig[1..]);
     f.store.exec(&format!("UPDATE audit_checkpoints SET jws = '{head}.{flipped}' WHERE size = 30")).await;
     let r = check(f, None).await;
     assert!(r.findings.iter().any(|x| matches!(x, Finding::CheckpointColumnsMismatch { size: 10, .. })), "{:?}", r.findings);
     assert!(r.findings.iter().any(|x| matches!(x, Finding::CheckpointInvalid { .. })), "{:?}", r.findings);
     assert_eq!(r.latest_checkpoint.as_ref().map(|c| c.size), Some(20));
     assert_eq!(r.unsigned_tail, 10);
+}
+
+async fn garbage_rows_are_reported_not_panicked_on(f: &Fixture) {
+    f.store.set_raw(11, b"\xff\xfe not json", b"abc").await;
+    let r = check(f, None).await;
+    assert!(has(&r, &Finding::LeafHashMismatch { seq: 11 }), "{:?}", r.findings);
+    assert!(r.findings.iter().any(|x| matches!(x, Finding::NotALogEntry { seq: 11, reason } if reason.contains("invalid JSON"))), "{:?}", r.findings);
+    assert_eq!(r.first_bad_seq, Some(11));
+    // Every other entry point answers with a typed error or a count, never a panic.
+    assert!(matches!(medicodax_audit::tail(&f.store.db, 30).await, Err(AuditError::Corrupt { at: 11, .. })));
+    assert!(matches!(medicodax_audit::prove(&f.store.db, &keys(), 3).await, Err(AuditError::LogMismatch { size: 30 })));
+    let mut out = Vec::new();
+    let summary = medicodax_audit::export_fhir(&f.store.db, &medicodax_audit::ExportOptions::new(ORIGIN, medicodax_audit::ExportFormat::Ndjson), &mut out).await.unwrap();
+    assert_eq!(summary.skipped_rows, 1);
+    let clock = ManualClock::new(NOW);
+    let err = medicodax_audit::AuditLog::open(f.store.db.clone(), gateway_key(), clock.shared(), config(10)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Corrupt { at: 11, .. }), "{err}");
 }
 
 async fn guards_refuse_casual_changes(f: &Fixture) {

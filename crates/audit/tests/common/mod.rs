@@ -104,6 +104,15 @@ impl TestStore {
         r.unwrap_or_else(|e| panic!("[{}] update seq {seq}: {e}", self.label));
     }
 
+    /// Overwrites a row's bytes and leaf hash with anything at all.
+    pub async fn set_raw(&self, seq: i64, bytes: &[u8], leaf: &[u8]) {
+        let r: Result<(), sqlx::Error> = with_pool!(&self.db, pool => async {
+            sqlx::query("UPDATE audit_entries SET canonical = $1, leaf_hash = $2 WHERE seq = $3").bind(bytes).bind(leaf).bind(seq).execute(pool).await?;
+            Ok(())
+        }.await);
+        r.unwrap_or_else(|e| panic!("[{}] update seq {seq}: {e}", self.label));
+    }
+
     /// Re-encodes row `seq` as `entry` with a correct leaf hash (a careful forger).
     pub async fn rewrite(&self, seq: i64, entry: &LogEntry) {
         let bytes = canonical_json(entry).unwrap();
