@@ -1,6 +1,46 @@
 //! The reference coding agent: coding worksheets from signed tool calls only.
 //!
-//! (Crate documentation is completed below once every module exists.)
+//! The pipeline sits outside the trust boundary (DESIGN.md §7): it reaches EHR data only
+//! through signed tool calls to the gateway (`medicodax-agent`), exactly as an outside
+//! team's agent would, and depends on no gateway, sandbox or FHIR-client crate.
+//!
+//! # Architecture
+//!
+//! ```text
+//! worklist ──fhir.search──► runner ──encounter.bundle (signed, 429-aware)──► EncounterBundle
+//!                              │                                                  │
+//!                              │                         build_worksheet (pure) ◄─┘
+//!                              │                           ├─ record ICD-10-CM codings
+//!                              │                           ├─ crosswalk (SNOMED CT → ICD-10-CM)
+//!                              │                           └─ text matcher (BM25 over CMS titles)
+//!                              ▼                                      for concepts the crosswalk lacks
+//!                       RunReport { summary, results: Worksheet | denial | failure }
+//! ```
+//!
+//! - [`Reference`]: the reference data, embedded at build time and parsed once per
+//!   process: the CMS ICD-10-CM FY2025 [code set](codeset::CodeSet), the
+//!   [crosswalk](crosswalk::Crosswalk) (replaceable by a user's licensed map with
+//!   [`Crosswalk::load`](crosswalk::Crosswalk::load)) and the text matcher's
+//!   [title index](text::TitleIndex).
+//! - [`build_worksheet`]: a pure function from an
+//!   [`EncounterBundle`](medicodax_wire::tools::EncounterBundle) to a [`Worksheet`]:
+//!   [`Diagnosis`] lines with ranked [`Suggestion`]s (code, title, confidence and
+//!   [`Band`], [`Source`], evidence with note line numbers), procedures with their
+//!   recorded codes, a suggested principal diagnosis and [`Flag`]s. Serde for JSON;
+//!   [`render::to_table`] for a plain-text table.
+//! - [`time_saved()`]: baseline by [`EncounterClass`] − pipeline time − review time.
+//! - [`runner`]: [`run_worklist`](runner::run_worklist) and
+//!   [`build_worklist`](runner::build_worklist) over the
+//!   [`ToolCaller`](runner::ToolCaller) trait, implemented by
+//!   [`AgentClient`](medicodax_agent::AgentClient) and by test fakes.
+//! - [`eval`]: quality measured on concepts held out from the crosswalk, and coverage of
+//!   the bundled patients; [`synthea`] assembles encounter bundles from the bundled
+//!   patient files for those measurements (never a data path of the pipeline).
+//!
+//! Nothing here panics on input: FHIR is read with tolerant accessors ([`fhir`]), notes
+//! that are not base64, not text or not UTF-8 become flags ([`note`]). Logs carry ids,
+//! statuses and counts, never note text or names; worksheets do carry evidence lines,
+//! since they are the product's output to the coder.
 
 pub mod codeset;
 pub mod crosswalk;

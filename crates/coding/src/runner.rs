@@ -8,7 +8,7 @@
 //! [`build_worklist`] finds the finished encounters to code with `fhir.search`.
 //!
 //! Calls go through the [`ToolCaller`] trait, implemented by
-//! [`AgentClient`](medicodax_agent::AgentClient) (sign, send, verify the receipt) and by
+//! [`AgentClient`] (sign, send, verify the receipt) and by
 //! test fakes, so the logic is tested without a network. Logs carry ids, statuses and
 //! counts only.
 
@@ -333,7 +333,7 @@ pub async fn run_worklist<C: ToolCaller>(caller: &C, reference: &Reference, cloc
         }
         p.done += 1;
         p.elapsed = clock.monotonic().since(started);
-        p.eta = (p.done > 0).then(|| p.elapsed.mul_f64((total - p.done) as f64 / p.done as f64));
+        p.eta = Duration::try_from_secs_f64(p.elapsed.as_secs_f64() * (total - p.done) as f64 / p.done as f64).ok();
         progress(&p);
     }
     drop(stream);

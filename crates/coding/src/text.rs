@@ -447,7 +447,7 @@ impl<'c> TitleIndex<'c> {
             for (phrase, wording) in SYNONYMS {
                 let p: Vec<&str> = phrase.split(' ').collect();
                 for start in 0..ws.len() {
-                    if ws.len() - start >= p.len() && ws[start..start + p.len()].iter().zip(&p).all(|(a, b)| a == b) {
+                    if ws.get(start..start + p.len()).is_some_and(|span| span.iter().zip(&p).all(|(a, b)| a == b)) {
                         for t in terms(wording, stemming) {
                             if let Some(&id) = self.vocab.get(&t) {
                                 push(&mut qt, id, 0.8, start..start + p.len());

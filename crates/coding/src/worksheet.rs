@@ -463,27 +463,28 @@ impl Ctx<'_> {
         }
 
         // 3. text, only for a concept the crosswalk lacks and the record does not code
-        if rows.is_empty() && !record_valid {
-            if let Some(d) = &display {
-                let query = self.query_with_qualifiers(d, &mentions);
-                for cand in self.reference.index().search(&query, self.options.text_candidates) {
-                    let lines = self.notes.lines_with(&cand.matched);
-                    let conf = cand.confidence();
-                    let detail = Some(format!("matched: {}", cand.matched.join(", ")));
-                    let ev = self.evidence(&condition_id, lines, detail);
-                    suggestions.push(Suggestion {
-                        code: cand.code.dotted.clone(),
-                        title: cand.code.long_title.clone(),
-                        rank: 0,
-                        confidence: conf,
-                        band: Band::of(conf),
-                        source: Source::Text,
-                        also_from: vec![],
-                        billable: cand.code.billable,
-                        in_code_set: true,
-                        evidence: ev,
-                    });
-                }
+        if rows.is_empty()
+            && !record_valid
+            && let Some(d) = &display
+        {
+            let query = self.query_with_qualifiers(d, &mentions);
+            for cand in self.reference.index().search(&query, self.options.text_candidates) {
+                let lines = self.notes.lines_with(&cand.matched);
+                let conf = cand.confidence();
+                let detail = Some(format!("matched: {}", cand.matched.join(", ")));
+                let ev = self.evidence(&condition_id, lines, detail);
+                suggestions.push(Suggestion {
+                    code: cand.code.dotted.clone(),
+                    title: cand.code.long_title.clone(),
+                    rank: 0,
+                    confidence: conf,
+                    band: Band::of(conf),
+                    source: Source::Text,
+                    also_from: vec![],
+                    billable: cand.code.billable,
+                    in_code_set: true,
+                    evidence: ev,
+                });
             }
         }
         let none_row = rows.iter().any(|r| r.icd10cm_code.is_none());
@@ -538,6 +539,10 @@ fn acuity(code: &str) -> u8 {
     }
 }
 
+/// The principal heuristic's sort key, smallest first: (named by the encounter, not an
+/// encounter diagnosis, acuity, not new here, 100 − confidence %, bundle order).
+type PrincipalKey = (i64, u8, u8, u8, u8, i64);
+
 fn principal(encounter: &Value, conditions: &[Value], diagnoses: &[Diagnosis], start: Option<&str>, end: Option<&str>) -> Option<Principal> {
     // Encounter.diagnosis ranks and reasonReference ids
     let mut named: Vec<(String, i64)> = Vec::new();
@@ -558,7 +563,7 @@ fn principal(encounter: &Value, conditions: &[Value], diagnoses: &[Diagnosis], s
         .flat_map(|t| terms(&t.replace('_', " "), true))
         .filter(|w| w.len() >= 4)
         .collect();
-    let mut best: Option<((i64, u8, u8, u8, u8, i64), usize)> = None;
+    let mut best: Option<(PrincipalKey, usize)> = None;
     for (i, d) in diagnoses.iter().enumerate() {
         let Some(top) = d.suggestions.iter().find(|s| s.in_code_set) else { continue };
         if !d.this_encounter {

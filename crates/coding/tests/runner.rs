@@ -15,6 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// A call the fake saw: user, tool, arguments.
+type Call = (String, ToolName, Map<String, Value>);
+
 #[derive(Default)]
 struct Fake {
     bundles: HashMap<String, Value>,
@@ -24,7 +27,7 @@ struct Fake {
     limit_first: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
-    calls: Mutex<Vec<(String, ToolName, Map<String, Value>)>>,
+    calls: Mutex<Vec<Call>>,
     search: Option<Value>,
 }
 
@@ -172,13 +175,11 @@ async fn worklists_keep_finished_encounters_in_start_order() {
     assert_eq!((w.skipped_unfinished, w.incomplete, w.calls), (1, true, 1));
     assert_eq!(w.entries[0].class, EncounterClass::Inpatient);
     assert_eq!(w.entries[1].patient_id.as_deref(), Some("p1"));
-    let calls = fake.calls.lock().unwrap();
-    let (_, tool, args) = &calls[0];
-    assert_eq!(*tool, ToolName::FhirSearch);
+    let (_, tool, args) = fake.calls.lock().unwrap()[0].clone();
+    assert_eq!(tool, ToolName::FhirSearch);
     assert_eq!(args["type"], "Encounter");
     assert_eq!(args["params"], json!([["patient", "p1"]]));
     assert_eq!(args["max_results"], 500);
-    drop(calls);
     let range = WorklistQuery::DateRange { from: "2020-01-01".into(), to: "2020-12-31".into() };
     build_worklist(&fake, &clock.shared(), &options, &range, None).await.unwrap();
     let calls = fake.calls.lock().unwrap();
