@@ -41,7 +41,6 @@ struct Entry {
     keys: Option<Arc<Vec<Jwk>>>,
     fresh_until: Option<Mono>,
     last_fetch: Option<Mono>,
-    fetches: u64,
 }
 
 /// The JWKS cache, one entry per registered URL.
@@ -51,6 +50,7 @@ pub(crate) struct JwksCache {
     cooldown: Duration,
     max_cache: Duration,
     entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    fetches: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Keys from the cache, and whether they were fetched for this request.
@@ -78,7 +78,7 @@ pub(crate) fn freshness(cache_control: Option<&str>, max: Duration) -> Duration 
 impl JwksCache {
     pub fn new(clock: SharedClock, cooldown: Duration, max_cache: Duration, timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(JwksCache { http, clock, cooldown, max_cache, entries: Mutex::new(HashMap::new()) })
+        Ok(JwksCache { http, clock, cooldown, max_cache, entries: Mutex::new(HashMap::new()), fetches: Mutex::new(BTreeMap::new()) })
     }
 
     fn entry(&self, url: &str) -> Arc<tokio::sync::Mutex<Entry>> {
@@ -88,14 +88,13 @@ impl JwksCache {
 
     /// How many times each URL was fetched.
     pub fn fetch_counts(&self) -> BTreeMap<String, u64> {
-        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(u, e)| (u.clone(), e.try_lock().map_or(0, |e| e.fetches))).collect()
+        self.fetches.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     async fn fetch(&self, url: &str, e: &mut Entry) -> Result<Arc<Vec<Jwk>>, JwksError> {
         let now = self.clock.monotonic();
         e.last_fetch = Some(now);
-        e.fetches += 1;
+        *self.fetches.lock().unwrap_or_else(PoisonError::into_inner).entry(url.to_owned()).or_default() += 1;
         let resp = self.http.get(url).header("accept", "application/json").send().await.map_err(|err| JwksError::Unreachable(classify(&err)))?;
         if !resp.status().is_success() {
             return Err(JwksError::Status(resp.status().as_u16()));

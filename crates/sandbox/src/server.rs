@@ -61,7 +61,8 @@ pub struct Sandbox;
 impl Sandbox {
     /// Loads the embedded patients (once per process), binds `config.listen`, registers
     /// the configured clients and serves both vendor sides until the handle is shut
-    /// down or dropped.
+    /// down or dropped. Must be called from within a Tokio runtime (the listener is a
+    /// spawned task).
     pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, StartError> {
         if jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none() {
             return Err(StartError::Crypto);
