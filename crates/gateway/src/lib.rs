@@ -6,6 +6,7 @@
 //! outcome → signed receipt.
 
 pub mod calls;
+pub mod dashboard;
 pub mod ehr;
 pub mod http;
 pub mod keys;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod tools;
 pub mod users;
 pub mod worksheets;

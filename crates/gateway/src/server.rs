@@ -178,14 +178,15 @@ pub fn spawn_key_ticker(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
 
 /// The full router: API, MCP and dashboard.
 pub fn router(gw: Arc<Gateway>) -> axum::Router {
-    crate::http::api_router(gw)
+    crate::http::api_router(Arc::clone(&gw)).merge(crate::dashboard::router(gw))
 }
 
 /// Serves `gw` on `listener` until `shutdown` completes, then signs a last checkpoint.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let ticker = spawn_key_ticker(Arc::clone(&gw));
     let app = router(Arc::clone(&gw));
-    let res = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // Client addresses reach the handlers (the dashboard limits failed logins per address).
+    let res = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
     ticker.abort();
     match gw.audit.shutdown().await {
         Ok(Some(cp)) => tracing::info!(size = cp.size, "signed the final audit checkpoint"),

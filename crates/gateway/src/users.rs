@@ -20,12 +20,20 @@ pub static GATEWAY_MIGRATIONS: MigrationSet = MigrationSet {
         description: "users and worksheets",
         sql: "CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
               CREATE TABLE worksheets (encounter TEXT NOT NULL, connection TEXT NOT NULL, patient TEXT NOT NULL, class TEXT NOT NULL, agent TEXT NOT NULL, coded_ms BIGINT NOT NULL, pipeline_ms BIGINT NOT NULL, baseline_min DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, reviewer TEXT, review_ms BIGINT, reviewed_at_ms BIGINT, PRIMARY KEY (connection, encounter));",
+    }, SqlMigration {
+        version: 2,
+        description: "the codes a coder settled on when editing a worksheet",
+        sql: "ALTER TABLE worksheets ADD COLUMN final_codes TEXT",
     }],
     postgres: &[SqlMigration {
         version: 1,
         description: "users and worksheets",
         sql: "CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
               CREATE TABLE worksheets (encounter TEXT NOT NULL, connection TEXT NOT NULL, patient TEXT NOT NULL, class TEXT NOT NULL, agent TEXT NOT NULL, coded_ms BIGINT NOT NULL, pipeline_ms BIGINT NOT NULL, baseline_min DOUBLE PRECISION NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, reviewer TEXT, review_ms BIGINT, reviewed_at_ms BIGINT, PRIMARY KEY (connection, encounter));",
+    }, SqlMigration {
+        version: 2,
+        description: "the codes a coder settled on when editing a worksheet",
+        sql: "ALTER TABLE worksheets ADD COLUMN final_codes TEXT",
     }],
 };
 

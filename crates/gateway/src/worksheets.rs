@@ -6,6 +6,13 @@ use medicodax_audit::{Db, with_pool};
 use serde::Serialize;
 use sqlx::Row as _;
 
+/// Expands to a `SELECT` of every worksheet column followed by `$rest`.
+macro_rules! select_worksheet {
+    ($rest:literal) => {
+        concat!("SELECT connection, encounter, patient, class, agent, coded_ms, pipeline_ms, baseline_min, body, status, reviewer, review_ms, reviewed_at_ms, final_codes ", $rest)
+    };
+}
+
 /// Errors of the worksheet store.
 #[derive(Debug, thiserror::Error)]
 #[error("worksheet store: {0}")]
@@ -44,6 +51,88 @@ pub struct StoredWorksheet {
     pub review_ms: Option<i64>,
     /// When it was reviewed (Unix ms).
     pub reviewed_at_ms: Option<i64>,
+    /// For an `edited` worksheet, the codes the coder settled on (JSON, see [`FinalCode`]).
+    pub final_codes: Option<String>,
+}
+
+/// One code a coder settled on when editing a worksheet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FinalCode {
+    /// The Condition the code is for; `None` for a code the coder added.
+    pub condition_id: Option<String>,
+    /// The ICD-10-CM code, dotted.
+    pub code: String,
+}
+
+/// A coder's review of a pending worksheet.
+#[derive(Clone, Debug)]
+pub struct Review<'a> {
+    /// `accepted` or `edited`.
+    pub status: ReviewStatus,
+    /// The reviewer's user name.
+    pub reviewer: &'a str,
+    /// Time from opening the worksheet to the decision (ms).
+    pub review_ms: i64,
+    /// Now (Unix ms).
+    pub now_ms: i64,
+    /// For an edit, the codes settled on.
+    pub final_codes: Option<&'a [FinalCode]>,
+}
+
+/// The outcome of a review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewStatus {
+    /// Accepted as suggested.
+    Accepted,
+    /// Codes changed or removed.
+    Edited,
+}
+
+impl ReviewStatus {
+    /// `accepted` or `edited`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReviewStatus::Accepted => "accepted",
+            ReviewStatus::Edited => "edited",
+        }
+    }
+}
+
+/// What a review did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReviewResult {
+    /// The worksheet was pending and is now reviewed.
+    Recorded,
+    /// No such worksheet.
+    Missing,
+    /// It was already reviewed (by someone, with this status).
+    AlreadyReviewed(String),
+}
+
+/// The columns time-savings figures need (no worksheet body).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorksheetMeta {
+    /// The encounter class code.
+    pub class: String,
+    /// When it was submitted (Unix ms).
+    pub coded_ms: i64,
+    /// Pipeline time (ms).
+    pub pipeline_ms: i64,
+    /// The manual baseline for its class, minutes.
+    pub baseline_min: f64,
+    /// `pending`, `accepted` or `edited`.
+    pub status: String,
+    /// Review time (ms), once reviewed.
+    pub review_ms: Option<i64>,
+}
+
+impl WorksheetMeta {
+    /// Minutes saved once reviewed: baseline − pipeline time − review time (DESIGN.md §7);
+    /// `None` while the review time is not recorded.
+    pub fn minutes_saved(&self) -> Option<f64> {
+        self.review_ms.map(|r| self.baseline_min - (self.pipeline_ms as f64 + r as f64) / 60_000.0)
+    }
 }
 
 impl StoredWorksheet {
@@ -122,11 +211,61 @@ impl WorksheetStore {
     /// Worksheets, newest first, at most `limit`.
     pub async fn list(&self, limit: i64) -> Result<Vec<StoredWorksheet>, WorksheetError> {
         let rows = with_pool!(&self.db, pool => {
-            sqlx::query("SELECT connection, encounter, patient, class, agent, coded_ms, pipeline_ms, baseline_min, body, status, reviewer, review_ms, reviewed_at_ms FROM worksheets ORDER BY coded_ms DESC, encounter LIMIT $1")
+            sqlx::query(select_worksheet!("FROM worksheets ORDER BY coded_ms DESC, encounter LIMIT $1"))
                 .bind(limit).fetch_all(pool).await.map(|rows| rows.iter().map(row).collect::<Vec<_>>())
         })
         .map_err(err)?;
         rows.into_iter().collect()
+    }
+
+    /// One worksheet.
+    pub async fn get(&self, connection: &str, encounter: &str) -> Result<Option<StoredWorksheet>, WorksheetError> {
+        let r = with_pool!(&self.db, pool => {
+            sqlx::query(select_worksheet!("FROM worksheets WHERE connection = $1 AND encounter = $2"))
+                .bind(connection).bind(encounter).fetch_optional(pool).await.map(|o| o.as_ref().map(row))
+        })
+        .map_err(err)?;
+        r.transpose()
+    }
+
+    /// Records a review of a pending worksheet, atomically: a worksheet already reviewed
+    /// is left alone (the first review wins).
+    pub async fn review(&self, connection: &str, encounter: &str, review: &Review<'_>) -> Result<ReviewResult, WorksheetError> {
+        let codes = review.final_codes.map(serde_json::to_string).transpose().map_err(err)?;
+        let n = with_pool!(&self.db, pool => {
+            sqlx::query("UPDATE worksheets SET status = $3, reviewer = $4, review_ms = $5, reviewed_at_ms = $6, final_codes = $7 WHERE connection = $1 AND encounter = $2 AND status = 'pending'")
+                .bind(connection).bind(encounter).bind(review.status.as_str()).bind(review.reviewer).bind(review.review_ms).bind(review.now_ms).bind(codes.as_deref())
+                .execute(pool).await.map(|r| r.rows_affected())
+        })
+        .map_err(err)?;
+        if n > 0 {
+            return Ok(ReviewResult::Recorded);
+        }
+        match self.get(connection, encounter).await? {
+            None => Ok(ReviewResult::Missing),
+            Some(w) => Ok(ReviewResult::AlreadyReviewed(w.status)),
+        }
+    }
+
+    /// The time-savings columns of every worksheet, oldest first.
+    pub async fn all_meta(&self) -> Result<Vec<WorksheetMeta>, WorksheetError> {
+        let rows = with_pool!(&self.db, pool => {
+            sqlx::query("SELECT class, coded_ms, pipeline_ms, baseline_min, status, review_ms FROM worksheets ORDER BY coded_ms, encounter")
+                .fetch_all(pool).await.map(|rows| {
+                    rows.iter().map(|r| -> Result<WorksheetMeta, sqlx::Error> {
+                        Ok(WorksheetMeta {
+                            class: r.try_get("class")?,
+                            coded_ms: r.try_get("coded_ms")?,
+                            pipeline_ms: r.try_get("pipeline_ms")?,
+                            baseline_min: r.try_get("baseline_min")?,
+                            status: r.try_get("status")?,
+                            review_ms: r.try_get("review_ms")?,
+                        })
+                    }).collect::<Vec<_>>()
+                })
+        })
+        .map_err(err)?;
+        rows.into_iter().map(|r| r.map_err(err)).collect()
     }
 }
 
@@ -153,6 +292,7 @@ where
         reviewer: r.try_get("reviewer").map_err(err)?,
         review_ms: r.try_get("review_ms").map_err(err)?,
         reviewed_at_ms: r.try_get("reviewed_at_ms").map_err(err)?,
+        final_codes: r.try_get("final_codes").map_err(err)?,
     })
 }
 

@@ -198,6 +198,20 @@ impl AgentKeys {
         }
     }
 
+    /// The `kid`s of the keys held now (for the dashboard), in the set's order; a key
+    /// without a `kid` is listed as `(no kid)`.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.lock().keys.iter().map(|k| k.kid().unwrap_or("(no kid)").to_owned()).collect()
+    }
+
+    /// The configured JWKS URL, when the keys are fetched (`None` for a file or fixed set).
+    pub fn jwks_url(&self) -> Option<&str> {
+        match &self.source {
+            Source::Static => None,
+            Source::Remote { url, .. } => Some(url),
+        }
+    }
+
     /// How many fetches have been made (for tests and metrics).
     pub fn fetch_count(&self) -> u64 {
         self.lock().fetches

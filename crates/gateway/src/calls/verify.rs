@@ -131,6 +131,11 @@ impl CallVerifier {
         self.agents.keys().map(String::as_str)
     }
 
+    /// The key set registered for `agent`.
+    pub fn agent_keys(&self, agent: &str) -> Option<&Arc<AgentKeys>> {
+        self.agents.get(agent)
+    }
+
     /// Verifies a call body.
     pub async fn verify(&self, body: &[u8]) -> Result<VerifiedCall, VerifyError> {
         if body.len() > self.max_bytes {
