@@ -70,7 +70,7 @@ fn bench_cache(c: &mut Criterion) {
     g.finish();
 }
 
-fn mean_ns(dir: &PathBuf, group: &str, function: &str) -> Option<f64> {
+fn mean_ns(dir: &std::path::Path, group: &str, function: &str) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join(group).join(function).join("new/estimates.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["mean"]["point_estimate"].as_f64()

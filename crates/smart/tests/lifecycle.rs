@@ -231,7 +231,7 @@ async fn a_failed_renewal_fails_every_waiter_and_nothing_sticks() {
 /// Case 13: two tenants never share a token and renew in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_connections_never_share_a_token_and_renew_in_parallel() {
-    let slow = TokenStub::new(json!(300)).prefix("at-A").delay(Duration::from_secs(2));
+    let slow = TokenStub::new(json!(300)).prefix("at-A").delay(Duration::from_secs(5));
     let fast = TokenStub::new(json!(300)).prefix("at-B");
     let (_sa, url_a) = token_server(slow.clone()).await;
     let (_sb, url_b) = token_server(fast.clone()).await;
@@ -248,7 +248,7 @@ async fn two_connections_never_share_a_token_and_renew_in_parallel() {
         async move { m.token("prac-a").await }
     });
     // prac-b gets its token while prac-a's request is still in flight.
-    let b = tokio::time::timeout(Duration::from_secs(1), m.token("prac-b")).await.expect("prac-b not blocked by prac-a").unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(4), m.token("prac-b")).await.expect("prac-b not blocked by prac-a").unwrap();
     assert!(!a.is_finished(), "prac-a is still waiting for its slow endpoint");
     assert_eq!(b.access_token().expose_secret(), "at-B1");
     let a = a.await.unwrap().unwrap();

@@ -165,28 +165,54 @@ pub async fn wait_for_requests(server: &MockServer, n: usize) {
     panic!("the server did not receive {n} requests");
 }
 
-/// Captures every log line emitted on this thread while the guard lives.
+/// Captures every log line emitted on this thread while the guard from [`LogCapture::install`]
+/// lives. One global subscriber serves the whole test binary and writes each line to the
+/// capture active on the emitting thread (use a current-thread runtime), so tests running
+/// in parallel never disturb each other's capture through tracing's callsite cache.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static ACTIVE: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| *a.borrow_mut() = None);
+    }
+}
+
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        ACTIVE.with(|a| {
+            if let Some(c) = &*a.borrow() {
+                c.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 impl LogCapture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
-    /// Installs the capture as this thread's default subscriber (use a current-thread runtime).
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let me = self.clone();
-        let sub = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(move || me.clone()).finish();
-        tracing::subscriber::set_default(sub)
-    }
-}
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    /// Starts capturing this thread's log lines.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let sub = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(|| ThreadWriter).finish();
+            tracing::subscriber::set_global_default(sub).expect("the only global subscriber of this test binary");
+        });
+        ACTIVE.with(|a| *a.borrow_mut() = Some(self.clone()));
+        CaptureGuard(())
     }
 }
