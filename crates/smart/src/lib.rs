@@ -22,7 +22,10 @@
 //! - [`manager`]: [`AuthManager`], one per process, keyed by (connection, scope set).
 //!   [`AuthManager::token`] gives a [`TokenHandle`]; after a 401 the FHIR client calls
 //!   [`AuthManager::renew_after_unauthorized`] with the handle it used (exactly that
-//!   token is dropped); [`AuthManager::acquire`] draws a FHIR request from the budget;
+//!   token is dropped, compared by value; [`AuthManager::invalidate_value`] does the same
+//!   for an adapter that kept only the value), retries once, and never renews on a 403;
+//!   [`AuthManager::acquire`] draws a FHIR request from the budget and
+//!   [`AuthManager::note_rate_limited`] records an upstream 429;
 //!   [`AuthManager::status`] is the dashboard's view; [`AuthManager::jwks`] is every
 //!   connection's published public keys.
 //! - [`report`]: [`token_report`] behind `medicodax token --connection NAME`.
