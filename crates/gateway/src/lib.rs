@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod ehr;
 pub mod http;
 pub mod keys;
+pub mod mcp;
 pub mod metrics;
 pub mod problem;
 pub mod server;

@@ -178,7 +178,7 @@ pub fn spawn_key_ticker(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
 
 /// The full router: API, MCP and dashboard.
 pub fn router(gw: Arc<Gateway>) -> axum::Router {
-    crate::http::api_router(Arc::clone(&gw)).merge(crate::dashboard::router(gw))
+    crate::http::api_router(Arc::clone(&gw)).merge(crate::mcp::router(Arc::clone(&gw))).merge(crate::dashboard::router(gw))
 }
 
 /// Serves `gw` on `listener` until `shutdown` completes, then signs a last checkpoint.

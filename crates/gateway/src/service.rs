@@ -5,6 +5,8 @@
 //!   │
 //! intent record + replay key, one durable append ──✗ replayed──► intent + denied outcome, 409
 //!   │                                               ──✗ store──► 503 audit-unavailable
+//! claims = what the transport asked for (MCP name/arguments) ──✗──► 400 bad-arguments (denied outcome)
+//!   │
 //! tool + arguments ──✗──► 400 bad-arguments (denied outcome)
 //!   │
 //! policy (agent ∩ user ∩ EHR grants) ──✗──► uniform 403 (denied outcome)
@@ -89,6 +91,41 @@ impl CallAnswer {
     }
 }
 
+/// What the transport that carried a call says it is for (MCP's `name` and `arguments`).
+/// The verified claims must say the same, or the call is denied (audited, with a receipt).
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// The tool the transport request names.
+    pub tool: String,
+    /// The arguments the transport request carries (an absent `arguments` is `{}`).
+    pub args: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Expected {
+    /// The denial for claims that differ: `tool` must be equal, and `args` equal as JSON
+    /// values (RFC 8785 canonical forms compared, so member order and number spelling
+    /// do not matter). Names only which part differs, never argument values.
+    fn mismatch(&self, claims: &medicodax_wire::CallClaims) -> Option<Failure> {
+        let deny = |detail: String, reason: &str| Some(Failure::denied_with(ApiProblem::new(ProblemCode::BadArguments, detail), reason));
+        if claims.tool != self.tool {
+            let short = |t: &str| t.chars().take(64).collect::<String>();
+            return deny(
+                format!("the signed call's tool {:?} is not the request's tool name {:?}; sign the call you send", short(&claims.tool), short(&self.tool)),
+                "bad-arguments: the transport's tool name differs from the signed call's tool",
+            );
+        }
+        let canonical = medicodax_wire::hash::canonical_json;
+        let same = matches!((canonical(&claims.args), canonical(&self.args)), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return deny(
+                "the signed call's args are not the request's arguments (compared as RFC 8785 canonical JSON); sign the arguments you send".to_owned(),
+                "bad-arguments: the transport's arguments differ from the signed call's args",
+            );
+        }
+        None
+    }
+}
+
 /// Everything a call needs, built once at startup.
 pub struct Gateway {
     /// The configuration.
@@ -159,6 +196,13 @@ impl Gateway {
 
     /// Handles one call body end to end.
     pub async fn handle_call(&self, body: &[u8], channel: Channel) -> CallAnswer {
+        self.handle_call_expecting(body, channel, None).await
+    }
+
+    /// Handles one call body end to end; with `expected`, a verified call whose tool or
+    /// arguments differ from it is denied after its intent record is written and before
+    /// the tool runs (400 bad-arguments, outcome and receipt as for any denial).
+    pub async fn handle_call_expecting(&self, body: &[u8], channel: Channel, expected: Option<&Expected>) -> CallAnswer {
         let started = self.clock.monotonic();
         let call = match self.verifier.verify(body).await {
             Ok(c) => Arc::new(c),
@@ -191,7 +235,10 @@ impl Gateway {
         let (intent_seq, result) = match self.audit.append_intent(intent.clone(), Some(replay)).await {
             Ok(a) => {
                 let mut ctx = ToolContext::new(connection.clone());
-                let r = tools::execute(self, &call, &mut ctx).await;
+                let r = match expected.and_then(|e| e.mismatch(claims)) {
+                    Some(denied) => Err(denied),
+                    None => tools::execute(self, &call, &mut ctx).await,
+                };
                 (a.seq, (r, ctx))
             }
             Err(AuditError::Replayed { .. }) => match self.audit.append_intent(intent, None).await {
@@ -273,5 +320,44 @@ fn tool_label(tool: &str) -> &'static str {
     match tool.parse::<medicodax_wire::ToolName>() {
         Ok(t) => t.as_str(),
         Err(_) => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medicodax_wire::call::{Audience, CallClaims, NumericDate};
+    use serde_json::{Value, json};
+
+    fn claims(tool: &str, args: Value) -> CallClaims {
+        let Value::Object(args) = args else { panic!("args must be an object") };
+        CallClaims { iss: "a".into(), sub: "u".into(), aud: Audience::One("g".into()), iat: NumericDate(1), exp: NumericDate(2), nbf: None, jti: "j".into(), tool: tool.into(), args, purpose: None }
+    }
+
+    fn expected(tool: &str, args: Value) -> Expected {
+        let Value::Object(args) = args else { panic!("args must be an object") };
+        Expected { tool: tool.into(), args }
+    }
+
+    #[test]
+    fn equal_json_values_match_whatever_their_spelling() {
+        let signed = claims("fhir.search", json!({"connection": "c", "type": "Patient", "params": [["name", "Ann"]], "max_results": 10}));
+        let sent = expected("fhir.search", serde_json::from_str(r#"{"max_results": 10.0, "params": [["name", "\u0041nn"]], "type": "Patient", "connection": "c"}"#).unwrap());
+        assert!(sent.mismatch(&signed).is_none());
+    }
+
+    #[test]
+    fn a_different_tool_or_argument_is_a_bad_arguments_denial_naming_the_part() {
+        let signed = claims("fhir.read", json!({"connection": "c", "type": "Patient", "id": "p-1"}));
+        let f = expected("fhir.search", json!({"connection": "c", "type": "Patient", "id": "p-1"})).mismatch(&signed).unwrap();
+        assert_eq!((f.problem.problem.status, f.problem.problem.code, f.decision), (400, ProblemCode::BadArguments, Decision::Denied));
+        assert!(f.reason.contains("tool name"), "{}", f.reason);
+        assert!(f.problem.problem.detail.contains("\"fhir.read\"") && f.problem.problem.detail.contains("\"fhir.search\""));
+        for other in [json!({"connection": "c", "type": "Patient", "id": "p-2"}), json!({"connection": "c", "type": "Patient"}), json!({"connection": "c", "type": "Patient", "id": "p-1", "x": null})] {
+            let f = expected("fhir.read", other).mismatch(&signed).unwrap();
+            assert_eq!(f.problem.problem.code, ProblemCode::BadArguments);
+            assert!(f.reason.contains("arguments"), "{}", f.reason);
+            assert!(!f.problem.problem.detail.contains("p-1"), "no argument values in the answer");
+        }
     }
 }
