@@ -99,6 +99,10 @@ pub static AUDIT_MIGRATIONS: MigrationSet = MigrationSet {
     postgres: &[SqlMigration { version: 1, description: "audit log", sql: include_str!("../migrations/postgres/0001_audit_log.sql") }],
 };
 
+/// Prepared statements kept per connection: the audit writer's multi-row statements
+/// take up to `2 * MAX_CHUNK` shapes, and the gateway's own queries need room too.
+const STATEMENT_CACHE: usize = 2 * crate::store::MAX_CHUNK + 128;
+
 /// How long a SQLite writer waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -125,7 +129,8 @@ impl Db {
                     .create_if_missing(true)
                     .busy_timeout(BUSY_TIMEOUT)
                     .foreign_keys(true)
-                    .synchronous(SqliteSynchronous::Full);
+                    .synchronous(SqliteSynchronous::Full)
+                    .statement_cache_capacity(STATEMENT_CACHE);
                 let (opts, pool) = if memory {
                     // Every connection to `:memory:` is its own database: keep exactly one, forever.
                     (opts, SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None))
@@ -140,7 +145,8 @@ impl Db {
             "postgres" | "postgresql" => {
                 let opts = PgConnectOptions::from_str(url)
                     .map_err(|e| AuditError::Connect { backend: "postgres", reason: e.to_string() })?
-                    .options([("synchronous_commit", "on")]);
+                    .options([("synchronous_commit", "on")])
+                    .statement_cache_capacity(STATEMENT_CACHE);
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .connect_with(opts)

@@ -38,22 +38,14 @@ pub(crate) enum ItemResult {
     Replayed,
 }
 
-/// Rows per multi-row statement: batches are cut into power-of-two chunks up to this, so
-/// each backend caches at most a handful of statement shapes.
-const MAX_CHUNK: usize = 64;
+/// Rows per multi-row statement. A batch of up to this many records is one statement
+/// per table, so a batch costs BEGIN, one upsert, one insert and COMMIT; each backend
+/// then caches at most this many statement shapes per table (see the statement cache
+/// capacity in `db.rs`).
+pub(crate) const MAX_CHUNK: usize = 64;
 
 fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start >= n {
-            return None;
-        }
-        let left = n - start;
-        let size = if left >= MAX_CHUNK { MAX_CHUNK } else { 1 << (usize::BITS - 1 - left.leading_zeros()) };
-        let r = start..start + size;
-        start += size;
-        Some(r)
-    })
+    (0..n).step_by(MAX_CHUNK).map(move |start| start..(start + MAX_CHUNK).min(n))
 }
 
 /// `VALUES ($1,..,$cols),(..)` for `rows` rows.
@@ -342,14 +334,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_powers_of_two_covering_everything() {
+    fn chunks_cover_everything_in_at_most_max_chunk_rows() {
         for n in 0..300usize {
             let v: Vec<_> = chunks(n).collect();
             assert_eq!(v.iter().map(|r| r.len()).sum::<usize>(), n);
-            assert!(v.iter().all(|r| r.len().is_power_of_two() && r.len() <= MAX_CHUNK));
+            assert!(v.iter().all(|r| !r.is_empty() && r.len() <= MAX_CHUNK));
             assert!(v.windows(2).all(|w| w[0].end == w[1].start));
+            assert_eq!(v.len(), n.div_ceil(MAX_CHUNK));
         }
-        assert_eq!(chunks(7).map(|r| r.len()).collect::<Vec<_>>(), [4, 2, 1]);
+        assert_eq!(chunks(7).map(|r| r.len()).collect::<Vec<_>>(), [7]);
+        assert_eq!(chunks(130).map(|r| r.len()).collect::<Vec<_>>(), [64, 64, 2]);
     }
 
     #[test]
