@@ -15,7 +15,7 @@
 //! 3. **Retrieval.** Okapi BM25 (k1 1.2, b 0.75) over the title stems of every code and
 //!    header; a query word missing from the vocabulary is expanded to the title stems it
 //!    is a prefix of (truncated SNOMED displays such as `circulat`).
-//! 4. **Re-ranking** of the best 200 by how much of the query the title covers and how
+//! 4. **Re-ranking** of the best 500 by how much of the query the title covers and how
 //!    much of the title the query covers (idf-weighted), where the words a coder adds
 //!    by default when the documentation says nothing more (`unspecified`, `initial
 //!    encounter`, `closed`, `other`) cost nothing; billable codes and `unspecified`
@@ -266,7 +266,7 @@ impl std::fmt::Debug for TitleIndex<'_> {
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
-const HEAD: usize = 200;
+const HEAD: usize = 500;
 /// Laterality and episode-of-care words: left unmatched they cost more, since
 /// ICD-10-CM codes an unstated side as unspecified and an unstated episode as initial.
 const SPECIFIERS: &[&str] = &["right", "left", "bilateral", "unilateral", "subsequent", "sequela"];
@@ -353,6 +353,8 @@ impl<'c> TitleIndex<'c> {
                 }
             }
             doc_terms.push(counts.iter().map(|&(term, _, cost)| DocTerm { term, cost }).collect());
+            // default words do not make a title longer: "…, initial encounter" and
+            // "…, sequela" compete on what they say, not on their length
             doc_len.push(u16::try_from(ts.len()).unwrap_or(u16::MAX));
         }
         let n = doc_len.len().max(1) as f32;
@@ -534,6 +536,10 @@ impl<'c> TitleIndex<'c> {
             out.push(TextCandidate { code, score, query_coverage, title_coverage, matched });
         }
         out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.code.code.cmp(&b.code.code)));
+        // codes that differ only in the 7th character (episode of care) are one concept
+        // for the coder: keep the best of each so the k places hold k concepts
+        let mut families = std::collections::HashSet::new();
+        out.retain(|c| families.insert(c.code.code.get(..6).filter(|_| c.code.code.len() == 7).unwrap_or(&c.code.code).to_owned()));
         out.truncate(k);
         out
     }
@@ -589,6 +595,19 @@ mod tests {
         assert!(idx.search("(disorder)", 5).is_empty(), "a bare tag is no query");
         assert!(idx.search("", 5).is_empty());
         assert!(idx.search("hypertension", 0).is_empty());
+    }
+
+    #[test]
+    fn the_k_places_hold_k_concepts_and_the_episode_defaults_to_initial() {
+        let idx = crate::Reference::embedded().unwrap().index();
+        let r = idx.search("Sprain (morphologic abnormality)", 5);
+        assert_eq!(r.len(), 5);
+        let families: std::collections::HashSet<&str> = r.iter().map(|c| &c.code.code[..6]).collect();
+        assert_eq!(families.len(), 5, "no two suggestions differ only in the 7th character");
+        assert!(r.iter().all(|c| c.code.code.ends_with('A')), "{:?}", r.iter().map(|c| &c.code.dotted).collect::<Vec<_>>());
+        let r = idx.search("Acute infective cystitis", 2);
+        assert_eq!(r[0].code.dotted, "N30.00", "\"without hematuria\" is the default");
+        assert_eq!(r[1].code.dotted, "N30.01");
     }
 
     #[test]
