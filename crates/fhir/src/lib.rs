@@ -43,6 +43,8 @@
 //! - [`UpstreamLog`] ([`log`]): method, path relative to the base, and status of every
 //!   request, for the audit record.
 
+#![warn(missing_docs)]
+
 pub mod bundle;
 pub mod challenge;
 pub mod client;

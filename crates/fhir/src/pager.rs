@@ -156,7 +156,7 @@ impl Pager {
                     return Some(Err(self.wrap(category, err)));
                 }
             };
-            let Some(walk) = self.current.as_mut() else { return None };
+            let walk = self.current.as_mut()?;
             walk.page = number;
             let has_next = match content.next.as_deref() {
                 None => false,

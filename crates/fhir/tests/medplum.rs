@@ -218,7 +218,7 @@ async fn medplum_paging_with_max_results_streams_and_reads() {
         .await
         .unwrap();
     assert_eq!(labs.total, Some(labs.resources.len() as u64));
-    assert!(labs.resources.len() > 0 && labs.resources.len() < n_obs);
+    assert!(!labs.resources.is_empty() && labs.resources.len() < n_obs);
     assert!(labs.resources.iter().all(|r| r["category"].to_string().contains("laboratory")));
 
     // Read by id, and a 404 from Medplum.
