@@ -44,6 +44,8 @@ enum Command {
     Keys(cmd::keys::Args),
     /// One signed tool call: prints the result and checks the receipt.
     Call(cmd::call::Args),
+    /// Dashboard users: add, passwd, list.
+    Users(cmd::users::Args),
 }
 
 /// How a command failed, which decides the exit code.
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
             Command::Sandbox(a) => cmd::serve::run_sandbox(&ctx, a).await,
             Command::Keys(a) => cmd::keys::run(&ctx, a).await,
             Command::Call(a) => cmd::call::run(&ctx, a).await,
+            Command::Users(a) => cmd::users::run(&ctx, a).await,
         }
     });
     match result {

@@ -234,7 +234,7 @@ pub fn chart(days: &[DayRow]) -> Chart {
     let y = |v: f64| bottom - (v - lo) / (hi - lo) * (bottom - top);
     let n = days.len().max(1) as f64;
     let slot = f64::from(right - left) / n;
-    let w = (slot * 0.7).max(1.0);
+    let w = (slot * 0.7).clamp(1.0, 48.0);
     let mut bars = Vec::new();
     let mut x_ticks = Vec::new();
     let every = (days.len() / 8).max(1);
