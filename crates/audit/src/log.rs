@@ -140,19 +140,20 @@ impl AuditLog {
     pub async fn open(db: Db, signer: impl CheckpointSigner, clock: SharedClock, config: LogConfig) -> Result<AuditLog, AuditError> {
         let size = db.size().await?;
         let latest = db.latest_checkpoint().await?;
-        let leaves = db.leaf_hashes(0, size).await?;
         let mut frontier = Frontier::new();
-        for (i, l) in leaves.iter().enumerate() {
+        let mut matches_checkpoint = true;
+        db.each_leaf_hash(0, size, |l| {
             if let Some(cp) = &latest
-                && cp.size == i as u64
+                && cp.size == frontier.size()
                 && to_hex(&frontier.root()) != cp.root
             {
-                return Err(AuditError::LogMismatch { size: cp.size });
+                matches_checkpoint = false;
             }
-            frontier.push(*l);
-        }
+            frontier.push(l);
+        })
+        .await?;
         if let Some(cp) = &latest
-            && (cp.size > size || (cp.size == size && to_hex(&frontier.root()) != cp.root))
+            && (!matches_checkpoint || cp.size > size || (cp.size == size && to_hex(&frontier.root()) != cp.root))
         {
             return Err(AuditError::LogMismatch { size: cp.size });
         }
@@ -407,13 +408,14 @@ impl Writer {
         let size = self.db.size().await?;
         let have = self.frontier.size();
         if size > have {
-            for l in self.db.leaf_hashes(have, size).await? {
-                self.frontier.push(l);
-            }
+            let frontier = &mut self.frontier;
+            self.db.each_leaf_hash(have, size, |l| frontier.push(l)).await?;
             tracing::warn!(have, size, "audit batch reported failed but was committed; tail re-read");
         } else if size < have {
             tracing::error!(have, size, "audit log shrank under the writer; rebuilding the tail from the store");
-            self.frontier = Frontier::from_leaves(&self.db.leaf_hashes(0, size).await?);
+            let mut rebuilt = Frontier::new();
+            self.db.each_leaf_hash(0, size, |l| rebuilt.push(l)).await?;
+            self.frontier = rebuilt;
         }
         self.dirty = false;
         self.publish_head();

@@ -9,8 +9,10 @@
 //!   the tree's right edge, one per set bit of `n`. Appending a leaf is O(log n) hashing
 //!   (amortised O(1)), and so is the tree head, which is what lets the audit writer keep
 //!   the root of a large log current without rehashing it.
-//! - [`root`], [`inclusion_proof`], [`consistency_proof`] compute from a slice of leaf
-//!   hashes, following the recursive definitions of RFC 9162 §2.1.1, §2.1.3.1, §2.1.4.1.
+//! - [`inclusion_ranges`] and [`consistency_ranges`] follow the recursive definitions of
+//!   RFC 9162 §2.1.3.1 and §2.1.4.1 down to the disjoint leaf ranges whose tree heads
+//!   make up a proof; [`inclusion_proof`] and [`consistency_proof`] take those heads from
+//!   a slice of leaf hashes, [`RangeRoots`] in one streaming pass over a stored log.
 //! - [`verify_inclusion`] and [`verify_consistency`] are the verification algorithms of
 //!   RFC 9162 §2.1.3.2 and §2.1.4.2, step for step.
 //!
@@ -18,6 +20,7 @@
 //! library (see `tests` below for the source).
 
 use medicodax_wire::hash::{Digest32, node_hash, sha256};
+use std::ops::Range;
 
 /// The tree head of the empty tree: SHA-256 of the empty string.
 pub fn empty_root() -> Digest32 {
@@ -115,9 +118,9 @@ impl Frontier {
 }
 
 /// The largest power of two strictly smaller than `n` (`n >= 2`).
-fn split_point(n: usize) -> usize {
+fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
-    1usize << (usize::BITS - 1 - (n - 1).leading_zeros())
+    1u64 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// The tree head (RFC 9162 MTH) of `leaves`.
@@ -127,58 +130,112 @@ pub fn root(leaves: &[Digest32]) -> Digest32 {
 
 /// The inclusion proof (audit path, RFC 9162 §2.1.3.1) of leaf `index` in the tree of `leaves`.
 pub fn inclusion_proof(leaves: &[Digest32], index: u64) -> Result<Vec<Digest32>, ProofError> {
-    let size = leaves.len() as u64;
-    let Some(i) = usize::try_from(index).ok().filter(|i| *i < leaves.len()) else {
-        return Err(ProofError::IndexOutOfRange { index, size });
-    };
-    let mut out = Vec::new();
-    path(i, leaves, &mut out);
-    Ok(out)
-}
-
-fn path(m: usize, d: &[Digest32], out: &mut Vec<Digest32>) {
-    if d.len() <= 1 {
-        return;
-    }
-    let k = split_point(d.len());
-    if m < k {
-        path(m, &d[..k], out);
-        out.push(root(&d[k..]));
-    } else {
-        path(m - k, &d[k..], out);
-        out.push(root(&d[..k]));
-    }
+    Ok(range_roots_of(leaves, &inclusion_ranges(index, leaves.len() as u64)?))
 }
 
 /// The consistency proof (RFC 9162 §2.1.4.1) from the tree of the first `first` leaves to
 /// the tree of all of `leaves`. Empty when `first` is 0 or equals the size.
 pub fn consistency_proof(leaves: &[Digest32], first: u64) -> Result<Vec<Digest32>, ProofError> {
-    let second = leaves.len() as u64;
-    let Some(m) = usize::try_from(first).ok().filter(|m| *m <= leaves.len()) else {
-        return Err(ProofError::SizesReversed { first, second });
-    };
+    Ok(range_roots_of(leaves, &consistency_ranges(first, leaves.len() as u64)?))
+}
+
+fn range_roots_of(leaves: &[Digest32], ranges: &[Range<u64>]) -> Vec<Digest32> {
+    // infallible: the ranges come from the proof definitions for this size, inside 0..len
+    ranges.iter().map(|r| root(leaves.get(r.start as usize..r.end as usize).unwrap_or_default())).collect()
+}
+
+/// The leaf ranges whose tree heads make up the inclusion proof of `index` in a tree of
+/// `size` leaves, in proof order (RFC 9162 §2.1.3.1 `PATH`). The ranges are disjoint, so
+/// the proof can be computed in one pass over the leaves ([`RangeRoots`]).
+pub fn inclusion_ranges(index: u64, size: u64) -> Result<Vec<Range<u64>>, ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
     let mut out = Vec::new();
-    if m > 0 && m < leaves.len() {
-        subproof(m, leaves, true, &mut out);
+    path(index, 0..size, &mut out);
+    Ok(out)
+}
+
+fn path(m: u64, d: Range<u64>, out: &mut Vec<Range<u64>>) {
+    let n = d.end - d.start;
+    if n <= 1 {
+        return;
+    }
+    let k = split_point(n);
+    let mid = d.start + k;
+    if m - d.start < k {
+        path(m, d.start..mid, out);
+        out.push(mid..d.end);
+    } else {
+        path(m, mid..d.end, out);
+        out.push(d.start..mid);
+    }
+}
+
+/// The leaf ranges whose tree heads make up the consistency proof from size `first` to
+/// size `second`, in proof order (RFC 9162 §2.1.4.1 `PROOF`/`SUBPROOF`); disjoint.
+pub fn consistency_ranges(first: u64, second: u64) -> Result<Vec<Range<u64>>, ProofError> {
+    if first > second {
+        return Err(ProofError::SizesReversed { first, second });
+    }
+    let mut out = Vec::new();
+    if first > 0 && first < second {
+        subproof(first, 0..second, true, &mut out);
     }
     Ok(out)
 }
 
-fn subproof(m: usize, d: &[Digest32], whole: bool, out: &mut Vec<Digest32>) {
-    let n = d.len();
+fn subproof(m: u64, d: Range<u64>, whole: bool, out: &mut Vec<Range<u64>>) {
+    let n = d.end - d.start;
     if m == n {
         if !whole {
-            out.push(root(d));
+            out.push(d);
         }
         return;
     }
     let k = split_point(n);
+    let mid = d.start + k;
     if m <= k {
-        subproof(m, &d[..k], whole, out);
-        out.push(root(&d[k..]));
+        subproof(m, d.start..mid, whole, out);
+        out.push(mid..d.end);
     } else {
-        subproof(m - k, &d[k..], false, out);
-        out.push(root(&d[..k]));
+        subproof(m - k, mid..d.end, false, out);
+        out.push(d.start..mid);
+    }
+}
+
+/// Tree heads of disjoint leaf ranges, computed in one pass over the leaves with
+/// O(log n) memory per range: how proofs are made from a log too large to load.
+#[derive(Clone, Debug)]
+pub struct RangeRoots {
+    ranges: Vec<Range<u64>>,
+    /// Indices into `ranges`, ordered by start.
+    by_start: Vec<usize>,
+    frontiers: Vec<Frontier>,
+}
+
+impl RangeRoots {
+    /// Prepares to compute the heads of `ranges` (disjoint).
+    pub fn new(ranges: Vec<Range<u64>>) -> Self {
+        let mut by_start: Vec<usize> = (0..ranges.len()).collect();
+        by_start.sort_by_key(|&i| ranges[i].start);
+        let frontiers = vec![Frontier::new(); ranges.len()];
+        RangeRoots { ranges, by_start, frontiers }
+    }
+
+    /// Feeds leaf `index` (leaves must come in index order).
+    pub fn push(&mut self, index: u64, leaf: Digest32) {
+        let pos = self.by_start.partition_point(|&i| self.ranges[i].start <= index);
+        if let Some(&i) = pos.checked_sub(1).and_then(|p| self.by_start.get(p))
+            && self.ranges[i].contains(&index)
+        {
+            self.frontiers[i].push(leaf);
+        }
+    }
+
+    /// The heads, in the order the ranges were given.
+    pub fn roots(&self) -> Vec<Digest32> {
+        self.frontiers.iter().map(Frontier::root).collect()
     }
 }
 
@@ -579,7 +636,7 @@ mod tests {
                 match d.len() {
                     0 => empty_root(),
                     1 => d[0],
-                    n => { let k = split_point(n); node_hash(&mth(&d[..k]), &mth(&d[k..])) }
+                    n => { let k = split_point(n as u64) as usize; node_hash(&mth(&d[..k]), &mth(&d[k..])) }
                 }
             }
             let mut f = Frontier::new();
@@ -631,6 +688,20 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn one_pass_range_roots_equal_the_slice_proofs(l in arb_leaves(70), which in any::<prop::sample::Index>()) {
+            let n = l.len() as u64;
+            let i = which.index(l.len()) as u64;
+            let mut inc = RangeRoots::new(inclusion_ranges(i, n).unwrap());
+            let mut con = RangeRoots::new(consistency_ranges(i, n).unwrap());
+            for (k, leaf) in l.iter().enumerate() {
+                inc.push(k as u64, *leaf);
+                con.push(k as u64, *leaf);
+            }
+            prop_assert_eq!(inc.roots(), inclusion_proof(&l, i).unwrap());
+            prop_assert_eq!(con.roots(), consistency_proof(&l, i).unwrap());
         }
 
         #[test]

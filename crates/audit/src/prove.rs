@@ -6,10 +6,11 @@
 use crate::checkpoint::CheckpointKeys;
 use crate::db::Db;
 use crate::error::AuditError;
-use crate::merkle::{consistency_proof, from_hex, inclusion_proof, root, to_hex, verify_consistency, verify_inclusion};
+use crate::merkle::{Frontier, RangeRoots, consistency_ranges, from_hex, inclusion_ranges, to_hex, verify_consistency, verify_inclusion};
 use medicodax_wire::audit::LogEntry;
 use medicodax_wire::hash::{Digest32, canonical_json, leaf_hash_bytes};
 use serde::Serialize;
+use std::ops::Range;
 
 /// A signed checkpoint as a proof refers to it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -67,16 +68,29 @@ async fn latest(db: &Db, keys: &CheckpointKeys) -> Result<(ProvedCheckpoint, Dig
     checked(keys, &cp.jws)
 }
 
-/// The leaf hashes covered by a checkpoint, checked against its root.
-async fn covered_leaves(db: &Db, cp: &ProvedCheckpoint, signed_root: &Digest32) -> Result<Vec<Digest32>, AuditError> {
-    let leaves = db.leaf_hashes(0, cp.size).await.map_err(|e| match e {
+/// One pass over the leaves a checkpoint covers (O(log n) memory): checks them against
+/// its root and returns the heads of `ranges` and the leaf at `want`, if asked.
+async fn covered(db: &Db, cp: &ProvedCheckpoint, signed_root: &Digest32, ranges: Vec<Range<u64>>, want: Option<u64>) -> Result<(Vec<Digest32>, Option<Digest32>), AuditError> {
+    let mut full = Frontier::new();
+    let mut parts = RangeRoots::new(ranges);
+    let mut found = None;
+    db.each_leaf_hash(0, cp.size, |l| {
+        let i = full.size();
+        if want == Some(i) {
+            found = Some(l);
+        }
+        parts.push(i, l);
+        full.push(l);
+    })
+    .await
+    .map_err(|e| match e {
         AuditError::Corrupt { .. } => AuditError::LogMismatch { size: cp.size },
         other => other,
     })?;
-    if root(&leaves) != *signed_root {
+    if full.root() != *signed_root {
         return Err(AuditError::LogMismatch { size: cp.size });
     }
-    Ok(leaves)
+    Ok((parts.roots(), found))
 }
 
 /// An inclusion proof for record `seq` against the latest checkpoint.
@@ -88,14 +102,12 @@ pub async fn prove(db: &Db, keys: &CheckpointKeys, seq: u64) -> Result<Inclusion
     if seq >= cp.size {
         return Err(AuditError::NotCheckpointed { seq, size: cp.size });
     }
-    let leaves = covered_leaves(db, &cp, &signed_root).await?;
+    let (proof, stored_leaf) = covered(db, &cp, &signed_root, inclusion_ranges(seq, cp.size)?, Some(seq)).await?;
     let stored = db.entry(seq).await?.ok_or(AuditError::LogMismatch { size: cp.size })?;
     let leaf = leaf_hash_bytes(&canonical_json(&stored.entry)?);
-    let idx = usize::try_from(seq).map_err(|_| AuditError::OutOfRange { what: "seq", value: seq })?;
-    if leaves.get(idx) != Some(&leaf) {
+    if stored_leaf != Some(leaf) {
         return Err(AuditError::LogMismatch { size: cp.size });
     }
-    let proof = inclusion_proof(&leaves, seq)?;
     verify_inclusion(seq, cp.size, &leaf, &proof, &signed_root)?;
     Ok(InclusionReport { seq, leaf_hash: to_hex(&leaf), entry: stored.entry, checkpoint: cp, proof: proof.iter().map(to_hex).collect() })
 }
@@ -111,8 +123,7 @@ pub async fn prove_consistency(db: &Db, keys: &CheckpointKeys, older_jws: &str) 
             from.size, to.size
         )));
     }
-    let leaves = covered_leaves(db, &to, &to_root).await?;
-    let proof = consistency_proof(&leaves, from.size)?;
+    let (proof, _) = covered(db, &to, &to_root, consistency_ranges(from.size, to.size)?, None).await?;
     verify_consistency(from.size, to.size, &proof, &from_root, &to_root).map_err(|_| AuditError::LogMismatch { size: from.size })?;
     Ok(ConsistencyReport { from, to, proof: proof.iter().map(to_hex).collect() })
 }

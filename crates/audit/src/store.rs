@@ -286,6 +286,21 @@ impl Db {
         Ok(out)
     }
 
+    /// Feeds the stored leaf hashes `[from, to)` to `f` in order, a page at a time, so a
+    /// large log is never held in memory; fails on a missing or malformed row.
+    pub(crate) async fn each_leaf_hash(&self, from: u64, to: u64, mut f: impl FnMut(Digest32)) -> Result<(), AuditError> {
+        const PAGE: u64 = 65_536;
+        let mut a = from;
+        while a < to {
+            let b = to.min(a.saturating_add(PAGE));
+            for l in self.leaf_hashes(a, b).await? {
+                f(l);
+            }
+            a = b;
+        }
+        Ok(())
+    }
+
     /// Stores a signed checkpoint.
     pub(crate) async fn insert_checkpoint(&self, size: u64, root: &str, time: i64, kid: &str, jws: &str) -> Result<i64, AuditError> {
         let size = to_i64("size", size)?;
