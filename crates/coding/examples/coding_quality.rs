@@ -6,6 +6,10 @@ use medicodax_coding::crosswalk::Crosswalk;
 use medicodax_coding::eval::{self, EvalReport};
 use medicodax_coding::text::{MatchOptions, TitleIndex};
 use medicodax_coding::{Reference, build_worksheet, codeset::CodeSet, render, synthea};
+use medicodax_agent::{AgentError, CallOutcome};
+use medicodax_clock::SystemClock;
+use medicodax_coding::runner::{RunOptions, ToolCaller, run_worklist};
+use medicodax_wire::ToolName;
 use std::path::Path;
 use std::time::Instant;
 
@@ -82,5 +86,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let s = t.elapsed().as_secs_f64();
     println!("{} worksheets with every concept through the text matcher in {s:.3} s: {:.0} encounters/s", bundles.len(), bundles.len() as f64 / s);
+
+    println!("\n## The runner with an in-process gateway stand-in (no network, no signing)\n");
+    let served = Served(bundles.iter().map(|b| (b.encounter["id"].as_str().unwrap_or_default().to_owned(), serde_json::to_value(b).unwrap_or_default())).collect());
+    let ids: Vec<String> = bundles.iter().map(|b| b.encounter["id"].as_str().unwrap_or_default().to_owned()).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = rt.block_on(run_worklist(&served, &reference, &SystemClock::shared(), &RunOptions::new("bench", "coder"), &ids, |_| {}));
+    let s = &report.summary;
+    println!(
+        "{} encounters: {} coded, {} calls, codes by source {:?}, {:.0} minutes saved, {:.0} encounters/s",
+        s.encounters, s.coded, s.calls, s.codes_by_source, s.minutes_saved, s.encounters_per_second
+    );
     Ok(())
+}
+
+/// Serves encounter bundles from memory, as the gateway would answer `encounter.bundle`.
+struct Served(std::collections::HashMap<String, serde_json::Value>);
+
+impl ToolCaller for Served {
+    async fn call_tool(&self, _sub: &str, _tool: ToolName, args: serde_json::Map<String, serde_json::Value>) -> Result<CallOutcome, AgentError> {
+        let id = args.get("encounter").and_then(|v| v.as_str()).unwrap_or_default();
+        let result = self.0.get(id).cloned();
+        Ok(CallOutcome { status: if result.is_some() { 200 } else { 404 }, result, problem: None, receipt: None, retry_after: None })
+    }
 }
