@@ -44,6 +44,8 @@ enum Command {
     Keys(cmd::keys::Args),
     /// One signed tool call: prints the result and checks the receipt.
     Call(cmd::call::Args),
+    /// A local MCP server on stdin/stdout that signs each tool call with the agent's key and forwards it.
+    Mcp(cmd::mcp::Args),
     /// Dashboard users: add, passwd, list.
     Users(cmd::users::Args),
 }
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
             Command::Sandbox(a) => cmd::serve::run_sandbox(&ctx, a).await,
             Command::Keys(a) => cmd::keys::run(&ctx, a).await,
             Command::Call(a) => cmd::call::run(&ctx, a).await,
+            Command::Mcp(a) => cmd::mcp::run(&ctx, a).await,
             Command::Users(a) => cmd::users::run(&ctx, a).await,
         }
     });

@@ -2,5 +2,6 @@
 
 pub mod call;
 pub mod keys;
+pub mod mcp;
 pub mod serve;
 pub mod users;
