@@ -7,10 +7,12 @@ use medicodax_wire::ResourceType;
 
 /// Observation categories searched one by one when a server requires `category` or
 /// `code` on Observation searches (Epic). The first three are what Epic's Observation
-/// APIs are granted for most often (labs, vitals, social history); `survey` and `exam`
-/// are US Core categories that Synthea-style records also use. A server that rejects
-/// one of them reports it as a per-category failure, so a connection can trim the list.
-pub const DEFAULT_OBSERVATION_CATEGORIES: [&str; 5] = ["laboratory", "vital-signs", "social-history", "survey", "exam"];
+/// APIs are granted for most often (labs, vitals, social history); `survey`, `exam`,
+/// `procedure` and `imaging` are the other US Core categories that Synthea-style records
+/// use (the bundled patients have 14 `procedure` Observations, which a shorter list would
+/// silently miss). A server that rejects one of them reports it as a per-category
+/// failure, so a connection can trim the list (`observation_categories`).
+pub const DEFAULT_OBSERVATION_CATEGORIES: [&str; 7] = ["laboratory", "vital-signs", "social-history", "survey", "exam", "procedure", "imaging"];
 
 /// Searches of `resource_type` that name no `category`, `code` or `_id` are sent once per
 /// category instead (the bare query is never sent) and merged, duplicates removed by id.
