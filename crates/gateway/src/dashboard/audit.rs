@@ -125,11 +125,11 @@ impl AuditFilter {
         s.finish()
     }
 
-    fn from_ms(&self) -> Option<i64> {
+    fn start_ms(&self) -> Option<i64> {
         fmt::parse_day(&self.from)
     }
 
-    fn to_ms(&self) -> Option<i64> {
+    fn end_ms(&self) -> Option<i64> {
         fmt::parse_day(&self.to).map(|d| d.saturating_add(86_400_000))
     }
 }
@@ -196,10 +196,10 @@ async fn read_batch(db: &medicodax_audit::Db, f: &AuditFilter, before: Option<i6
     if !f.user.is_empty() {
         add(" AND acting_user = ?", Bind::S(f.user.clone()), &mut binds);
     }
-    if let Some(from) = f.from_ms() {
+    if let Some(from) = f.start_ms() {
         add(" AND time_ms >= ?", Bind::I(from), &mut binds);
     }
-    if let Some(to) = f.to_ms() {
+    if let Some(to) = f.end_ms() {
         add(" AND time_ms < ?", Bind::I(to), &mut binds);
     }
     if !f.decision.is_empty() {
@@ -607,8 +607,8 @@ mod tests {
         let (f, notes) = AuditFilter::parse("agent=coding-agent&decision=denied&from=2026-01-01&to=2026-01-31&tool=fhir.read&before=120&x=1");
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!((f.agent.as_str(), f.decision.as_str(), f.tool.as_str(), f.before), ("coding-agent", "denied", "fhir.read", Some(120)));
-        assert_eq!(f.from_ms(), Some(1_767_225_600_000));
-        assert_eq!(f.to_ms(), Some(1_767_225_600_000 + 31 * 86_400_000));
+        assert_eq!(f.start_ms(), Some(1_767_225_600_000));
+        assert_eq!(f.end_ms(), Some(1_767_225_600_000 + 31 * 86_400_000));
         let (g, _) = AuditFilter::parse(&f.query(Some(120)));
         assert_eq!(g, f);
         let (f, notes) = AuditFilter::parse("decision=maybe&from=yesterday&before=-3&kind=all&agent=%ZZ&user=%00x");
