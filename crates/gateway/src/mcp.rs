@@ -39,6 +39,7 @@
 
 use crate::problem::ApiProblem;
 use crate::service::{CallAnswer, Channel, Expected, Gateway};
+use medicodax_config::GatewayConfig;
 use medicodax_mcp_bridge::catalog::{self, CALL_META_KEY};
 use medicodax_mcp_bridge::result::{Answer, call_result};
 use medicodax_wire::ProblemCode;
@@ -122,8 +123,7 @@ impl ServerHandler for McpEndpoint {
 }
 
 /// The transport configuration from `gateway.*`.
-fn transport_config(gw: &Gateway) -> StreamableHttpServerConfig {
-    let g = &gw.config.gateway;
+fn transport_config(g: &GatewayConfig) -> StreamableHttpServerConfig {
     let limit = g.max_call_bytes.saturating_mul(3).max(64 * 1024);
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -142,7 +142,32 @@ fn transport_config(gw: &Gateway) -> StreamableHttpServerConfig {
 
 /// The `/mcp` route.
 pub fn router(gw: Arc<Gateway>) -> axum::Router {
-    let config = transport_config(&gw);
+    let config = transport_config(&gw.config.gateway);
     let service = StreamableHttpService::new(move || Ok(McpEndpoint::new(Arc::clone(&gw))), Arc::new(NeverSessionManager::default()), config);
     axum::Router::new().route_service(PATH, service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_origins_and_body_limit_come_from_the_configuration() {
+        let defaults = transport_config(&GatewayConfig::default());
+        assert_eq!(defaults.allowed_hosts, ["localhost", "127.0.0.1", "::1"], "loopback unless configured");
+        assert!(defaults.allowed_origins.is_empty());
+        assert_eq!(defaults.max_request_body_bytes, 3 * 65536);
+        assert!(!defaults.legacy_session_mode && defaults.json_response, "stateless, JSON answers");
+
+        let g = GatewayConfig {
+            allowed_hosts: vec!["gateway.example.org".into()],
+            allowed_origins: vec!["https://app.example.org:443".into()],
+            max_call_bytes: 1000,
+            ..GatewayConfig::default()
+        };
+        let c = transport_config(&g);
+        assert_eq!(c.allowed_hosts, ["gateway.example.org"]);
+        assert_eq!(c.allowed_origins, ["https://app.example.org:443"]);
+        assert_eq!(c.max_request_body_bytes, 64 * 1024, "never below 64 KiB");
+    }
 }

@@ -33,6 +33,7 @@ pub struct Args {
     audience: Option<String>,
 }
 
+/// Serves MCP on standard input/output until the client closes it.
 pub async fn run(_ctx: &Context, a: Args) -> Result<(), CliError> {
     let key = PrivateKey::from_file_auto(&a.key).map_err(|e| CliError::Usage(format!("--key: {e}")))?;
     let gateway = a.gateway.trim_end_matches('/').to_owned();
