@@ -379,7 +379,10 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let env = env.ignore(&GLOBAL_ENV).split("__");
+        // Only `SECTION__KEY` names are configuration: every key lives in a section, so a
+        // variable without `__` (MEDICODAX_LOG, MEDICODAX_DATA_DIR, MEDICODAX_AGENT_KEY, …)
+        // belongs to the command line, not to the file.
+        let env = env.ignore(&GLOBAL_ENV).filter(|k| k.as_str().contains("__")).split("__");
         fig = fig.merge(env);
         let cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
