@@ -342,6 +342,9 @@ const QUALIFIERS: &[&str] = &[
     "acute", "chronic", "recurrent", "left", "right", "bilateral", "initial", "subsequent", "sequela", "intractable", "closed", "open", "mild", "moderate", "severe", "primary", "secondary",
 ];
 
+/// Words that may stand with qualifiers in a segment that only qualifies a concept.
+const FILLERS: &[&str] = &["side", "sided", "episode", "onset", "stage", "grade", "type", "with", "without"];
+
 fn confidence_of(m: MapConfidence) -> f64 {
     match m {
         MapConfidence::High => 0.9,
@@ -510,11 +513,16 @@ impl Ctx<'_> {
         let want: Vec<String> = terms(strip_semantic_tag(display), true);
         let mut extra: Vec<&str> = Vec::new();
         for line in mentions {
-            // the segment of the line that holds the concept
+            // the segment of the line that holds the concept, and the segments right
+            // after it that only qualify it ("otitis media, left, recurrent")
+            let mut in_concept = false;
             for seg in line.text.split([',', ';', '.', ':']) {
                 let seg_words = words(seg);
                 let stems: HashSet<String> = seg_words.iter().map(|w| stem(w)).collect();
-                if !want.iter().all(|w| stems.contains(w)) {
+                let holds = want.iter().all(|w| stems.contains(w));
+                let only_qualifiers = !seg_words.is_empty() && seg_words.iter().all(|w| w.len() < 4 || QUALIFIERS.contains(&w.as_str()) || FILLERS.contains(&w.as_str()));
+                in_concept = holds || (in_concept && only_qualifiers);
+                if !in_concept {
                     continue;
                 }
                 for q in QUALIFIERS {

@@ -104,3 +104,18 @@ proptest! {
         prop_assert!(serde_json::to_string(&w).is_ok());
     }
 }
+
+#[test]
+fn qualifiers_in_the_note_sharpen_a_text_match() {
+    let r = reference();
+    let cond = json!({"id": "c", "code": {"text": "Otitis media"}});
+    let alone = build_worksheet(&bundle(json!({"id": "e"}), vec![cond.clone()], vec![], vec![]), &r);
+    assert_eq!(alone.diagnoses[0].suggestions[0].code, "H66.90");
+    let note = base64::engine::general_purpose::STANDARD.encode("# Assessment\nOtitis media, left, recurrent acute episode.\n");
+    let doc = json!({"id": "d", "content": [{"attachment": {"contentType": "text/plain", "data": note}}]});
+    let w = build_worksheet(&bundle(json!({"id": "e"}), vec![cond], vec![], vec![doc]), &r);
+    let top = &w.diagnoses[0].suggestions[0];
+    assert_ne!(top.code, "H66.90", "the note says left, recurrent, acute");
+    assert!(r.codes().get(&top.code).unwrap().long_title.contains("left"), "{} {}", top.code, top.title);
+    assert_eq!(top.evidence.note_lines[0].line, 2);
+}
