@@ -28,9 +28,14 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// `tests/interop`, or where `MEDICODAX_INTEROP_DIR` says it is.
+fn interop_dir() -> PathBuf {
+    std::env::var_os("MEDICODAX_INTEROP_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("tests/interop"))
+}
+
 fn python() -> PathBuf {
-    let py = repo_root().join("tests/interop/.venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/test-deps.sh to install the MCP Python SDK and PyJWT", py.display());
+    let py = interop_dir().join(".venv/bin/python");
+    assert!(py.exists(), "{} is missing: run scripts/test-deps.sh to install the MCP Python SDK and PyJWT (or set MEDICODAX_INTEROP_DIR)", py.display());
     py
 }
 
@@ -90,7 +95,7 @@ impl Server {
 
 /// Runs a script of `tests/interop/mcp` and returns its report (the last stdout line).
 fn run_script(script: &str, args: &[&str]) -> Vec<Value> {
-    let dir = repo_root().join("tests/interop/mcp");
+    let dir = interop_dir().join("mcp");
     let mut child = Command::new(python()).arg(script).args(args).current_dir(&dir).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
