@@ -65,7 +65,7 @@ async fn start() -> Env {
     let paths = Paths { data_dir: dir.path().join("data"), config_dir: dir.path().to_owned() };
     let (gw, _) = server::build(config, &paths, clock.clone()).await.unwrap();
     gw.users.add(CODER, "correct horse battery staple", &[CODER.to_owned()], gw.clock.now_unix_millis()).await.unwrap();
-    tokio::spawn(axum::serve(listener, server::router(Arc::clone(&gw))).into_future());
+    tokio::spawn(server::serve(Arc::clone(&gw), listener, std::future::pending()));
     let url = format!("http://{addr}");
     let agent = AgentClient::new(AGENT, Arc::new(key), &url, gw.audience(), clock).unwrap();
     Env { gw, url, http: reqwest::Client::new(), agent, _sandbox: sandbox, _dir: dir }
