@@ -36,12 +36,22 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole mission on the embedded sandbox; prints a summary.
+    Demo(cmd::demo::Args),
     /// The gateway (no config file: the embedded sandbox default on 127.0.0.1:8080).
     Serve(cmd::serve::Args),
     /// The sandbox EHRs alone.
     Sandbox(cmd::serve::SandboxArgs),
     /// Our signing keys and the JWKS we publish.
     Keys(cmd::keys::Args),
+    /// Fetch a token through the auth manager and show its metadata.
+    Token(cmd::token::Args),
+    /// FHIR through a connection (operator access: no agent policy).
+    Fhir(cmd::fhir::Args),
+    /// The coding pipeline (an agent like any other).
+    Code(cmd::code::Args),
+    /// The audit log: verify, prove, export, tail.
+    Audit(cmd::audit::Args),
     /// One signed tool call: prints the result and checks the receipt.
     Call(cmd::call::Args),
     /// A local MCP server on stdin/stdout that signs each tool call with the agent's key and forwards it.
@@ -94,9 +104,14 @@ fn main() -> ExitCode {
     let ctx = context::Context { config_path: cli.config.clone(), data_dir: cli.data_dir.clone() };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(a) => cmd::demo::run(&ctx, a).await,
             Command::Serve(a) => cmd::serve::run(&ctx, a).await,
             Command::Sandbox(a) => cmd::serve::run_sandbox(&ctx, a).await,
             Command::Keys(a) => cmd::keys::run(&ctx, a).await,
+            Command::Token(a) => cmd::token::run(&ctx, a).await,
+            Command::Fhir(a) => cmd::fhir::run(&ctx, a).await,
+            Command::Code(a) => cmd::code::run(&ctx, a).await,
+            Command::Audit(a) => cmd::audit::run(&ctx, a).await,
             Command::Call(a) => cmd::call::run(&ctx, a).await,
             Command::Mcp(a) => cmd::mcp::run(&ctx, a).await,
             Command::Users(a) => cmd::users::run(&ctx, a).await,
