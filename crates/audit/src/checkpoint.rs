@@ -198,3 +198,9 @@ mod tests {
         assert!(matches!(CheckpointKeys::from_private(&key).unwrap().verify(&jws), Err(CheckpointFault::Malformed(_))));
     }
 }
+
+/// The `origin` claim of a checkpoint JWS, read without verifying it.
+pub fn origin_of(jws: &str) -> Option<String> {
+    let c = medicodax_jose::jws::Compact::parse(jws, medicodax_jose::jws::HeaderRules { allowed: &["typ", "kid"], typ: Some(medicodax_wire::CHECKPOINT_TYP), require_kid: true }).ok()?;
+    c.payload_object().ok()?.get("origin")?.as_str().map(str::to_owned)
+}

@@ -326,6 +326,15 @@ impl Db {
         res.map_err(AuditError::store("reading checkpoints"))
     }
 
+    /// The log's name: the `origin` of its first stored checkpoint (read, not verified;
+    /// `verify` checks every checkpoint's signature). `None` for a log never checkpointed.
+    /// The gateway keeps naming its checkpoints with it even if its audience changes, so
+    /// one log keeps one name.
+    pub async fn log_origin(&self) -> Result<Option<String>, AuditError> {
+        let first = self.checkpoints().await?.into_iter().min_by_key(|c| c.id);
+        Ok(first.and_then(|c| crate::checkpoint::origin_of(&c.jws)))
+    }
+
     /// The most recent checkpoint (the largest size; the latest of those), as stored.
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
         let res: Result<Option<RawCheckpoint>, sqlx::Error> = with_pool!(self, pool => async {

@@ -77,9 +77,15 @@ impl From<medicodax_config::ConfigError> for CliError {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MEDICODAX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("MEDICODAX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // rmcp logs whole JSON-RPC messages (signed calls, resource bodies) at debug and trace:
+    // never below info, whatever MEDICODAX_LOG says.
+    let filter = match "rmcp=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -89,7 +95,9 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Servers log their work; one-shot commands stay quiet unless MEDICODAX_LOG asks.
+    let default_level = if matches!(cli.command, Command::Serve(_) | Command::Sandbox(_)) { "info" } else { "warn" };
+    init_logging(cli.log_format, default_level);
     if let Err(e) = medicodax_jose::init() {
         eprintln!("error: {e}");
         return ExitCode::from(1);

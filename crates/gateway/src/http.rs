@@ -67,7 +67,13 @@ async fn call(State(gw): State<Arc<Gateway>>, req: Request<Body>) -> Response {
         Ok(b) => b,
         Err(_) => return ApiProblem::new(ProblemCode::TooLarge, format!("the call is larger than the limit of {limit} bytes")).into_response(),
     };
-    answer_response(gw.handle_call(&body, Channel::Http).await)
+    // The pipeline runs on its own task: a client that disconnects must not cancel it
+    // between the intent record and the outcome record.
+    let task = tokio::spawn(async move { gw.handle_call(&body, Channel::Http).await });
+    match task.await {
+        Ok(answer) => answer_response(answer),
+        Err(_) => ApiProblem::new(ProblemCode::Internal, "the call's task failed; the audit log holds its intent").into_response(),
+    }
 }
 
 async fn jwks(State(gw): State<Arc<Gateway>>) -> Response {

@@ -131,7 +131,18 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     let url = config.store.url.clone().unwrap_or_else(|| default_store_url(&paths.data_dir));
     let db = Db::connect(&url).await.map_err(|e| rt(&e))?;
     let signer_keys = Arc::clone(&keys);
-    let audit = AuditLog::open(db.clone(), move |_now: i64| signer_keys.signer(), Arc::clone(&clock), LogConfig::new(audience.clone())).await.map_err(|e| rt(&e))?;
+    // One log keeps one name in its checkpoints, even if the audience changes later
+    // (another --listen address, a new hostname).
+    let origin = match db.log_origin().await.map_err(|e| rt(&e))? {
+        Some(o) => {
+            if o != audience {
+                tracing::info!(origin = %o, audience = %audience, "the audit log keeps its original name in checkpoints");
+            }
+            o
+        }
+        None => audience.clone(),
+    };
+    let audit = AuditLog::open(db.clone(), move |_now: i64| signer_keys.signer(), Arc::clone(&clock), LogConfig::new(origin)).await.map_err(|e| rt(&e))?;
     let users = UserStore::open(db.clone()).await.map_err(|e| rt(&e))?;
     let worksheets = crate::worksheets::WorksheetStore::new(db);
     let mut startup = Startup::default();

@@ -74,7 +74,8 @@ async fn open_db(ctx: &Context) -> Result<(Db, String), CliError> {
         }
     }
     let db = Db::connect_only(&url).await.map_err(fail)?;
-    Ok((db, config.gateway.audience()))
+    let origin = db.log_origin().await.map_err(fail)?.unwrap_or_else(|| config.gateway.audience());
+    Ok((db, origin))
 }
 
 fn checkpoint_keys(ctx: &Context, jwks: Option<&PathBuf>) -> Result<CheckpointKeys, CliError> {

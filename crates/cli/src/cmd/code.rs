@@ -78,10 +78,22 @@ fn fail(e: impl std::fmt::Display) -> CliError {
 }
 
 /// A progress line on standard error.
+/// On a terminal the line is rewritten in place; otherwise a line is written every 10
+/// encounters and at the end, so logs stay readable.
 pub fn progress_line(conn: &str, p: &Progress) {
+    use std::io::IsTerminal as _;
     let eta = p.eta.map(|d| format!(", about {} s left", d.as_secs())).unwrap_or_default();
-    eprint!("\r{conn}: {}/{} encounters ({} coded, {} denied, {} failed){eta}    ", p.done, p.total, p.coded, p.denied, p.failed);
-    let _ = std::io::stderr().flush();
+    let text = format!("{conn}: {}/{} encounters ({} coded, {} denied, {} failed){eta}", p.done, p.total, p.coded, p.denied, p.failed);
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r{text}    ");
+        if p.done == p.total {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    } else if p.done % 10 == 0 || p.done == p.total {
+        let _ = writeln!(err, "{text}");
+    }
 }
 
 /// Finds the worklist: the finished encounters of each patient, through signed searches.
@@ -101,7 +113,6 @@ pub async fn code_entries(agent: &AgentClient, reference: &Reference, clock: &Sh
     let ids: Vec<String> = entries.iter().map(|x| x.encounter_id.clone()).collect();
     let conn = options.connection.clone();
     let report = run_worklist(agent, reference, clock, options, &ids, |p| progress_line(&conn, p)).await;
-    eprintln!();
     let mut submitted = 0;
     if submit {
         for (entry, result) in entries.iter().zip(&report.results) {

@@ -59,6 +59,7 @@ struct ConnectionRun {
     worklist: usize,
     report: RunReport,
     worksheets_submitted: usize,
+    ehr_requests: usize,
 }
 
 #[derive(Serialize)]
@@ -89,6 +90,7 @@ struct ConnectionSummary {
     failed: usize,
     rate_limited: u64,
     minutes_saved: f64,
+    ehr_requests: usize,
 }
 
 fn fail(e: impl std::fmt::Display) -> CliError {
@@ -124,6 +126,7 @@ async fn run_connection(agent: &AgentClient, reference: &Reference, clock: &Shar
         worklist: run.worklist,
         report: run.report,
         worksheets_submitted: run.worksheets_submitted,
+        ehr_requests: 0,
     })
 }
 
@@ -188,13 +191,16 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
     let epic = run_connection(&agent, &reference, &clock, &sandbox, "epic-sandbox", SandboxVendor::Epic, limit);
     let ecw = run_connection(&agent, &reference, &clock, &sandbox, "ecw-sandbox", SandboxVendor::EClinicalWorks, limit);
     let (epic, ecw) = tokio::join!(epic, ecw);
-    let runs = vec![epic?, ecw?];
+    let mut runs = vec![epic?, ecw?];
+    let stats = sandbox.stats();
+    runs[0].ehr_requests = stats.requests.iter().filter(|r| r.vendor == Some(SandboxVendor::Epic)).count();
+    runs[1].ehr_requests = stats.requests.iter().filter(|r| r.vendor == Some(SandboxVendor::EClinicalWorks)).count();
     let (denials, refused) = show_refusals(&agent).await?;
 
     // Sign a checkpoint now and verify the whole log.
     gw.audit.checkpoint().await.map_err(fail)?;
     let keys = medicodax_audit::CheckpointKeys::new(gw.keys.verifying_keys());
-    let report = medicodax_audit::verify(gw.audit.db(), &keys, &medicodax_audit::VerifyOptions { origin: Some(gw.audience().to_owned()), external_checkpoint: None })
+    let report = medicodax_audit::verify(gw.audit.db(), &keys, &medicodax_audit::VerifyOptions { origin: gw.audit.db().log_origin().await.map_err(fail)?, external_checkpoint: None })
         .await
         .map_err(fail)?;
 
@@ -256,6 +262,7 @@ fn summarise(runs: &[ConnectionRun], denials: u64, refused: u64, audit: &medicod
             failed: m.failures as usize,
             rate_limited: m.rate_limited,
             minutes_saved: m.minutes_saved,
+            ehr_requests: r.ehr_requests,
         });
     }
     s.calls += denials + refused;
@@ -270,10 +277,11 @@ fn print_table(s: &DemoSummary, runs: &[ConnectionRun]) {
     crate::out::line("MEDICODAX demo summary");
     crate::out::line(&format!("  gateway                 {}", s.gateway));
     for c in &s.connections {
-        crate::out::line(&format!("  {:<14} ({})  worklist {} | coded {} | denied {} | failed {} | 429s waited out {} | budget: {}", c.connection, c.vendor, c.worklist, c.coded, c.denied, c.failed, c.rate_limited, c.budget));
+        crate::out::line(&format!("  {} ({}): worklist {}, coded {}, denied {}, failed {}; {} EHR requests, {} rate-limit waits; budget: {}", c.connection, c.vendor, c.worklist, c.coded, c.denied, c.failed, c.ehr_requests, c.rate_limited, c.budget));
     }
     crate::out::line(&format!("  encounters coded        {} of {} ({} with an ICD-10-CM suggestion)", s.coded, s.encounters, s.with_icd10_suggestion));
-    crate::out::line(&format!("  codes suggested         {}", s.codes_by_source));
+    let n = |k: &str| s.codes_by_source.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    crate::out::line(&format!("  codes suggested         {} from the record, {} from the SNOMED CT crosswalk, {} by text match", n("record"), n("crosswalk"), n("text")));
     crate::out::line(&format!("  signed calls            {} ({} denied by policy, {} refused unverified)", s.calls, s.denials, s.refused_unverified));
     crate::out::line(&format!("  minutes saved           {:.1} (before coder review)", s.minutes_saved));
     let ok = s.audit.get("ok").and_then(serde_json::Value::as_bool).unwrap_or(false);
