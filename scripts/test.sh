@@ -8,9 +8,9 @@ scripts/test-deps.sh
 export MEDICODAX_TEST_PG_URL=${MEDICODAX_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 export MEDICODAX_INTEROP_DIR=$(pwd)/tests/interop
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --workspace --all-targets --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
   cargo test --workspace --doc
 else
-  cargo test --workspace --all-targets --no-fail-fast
+  cargo test --workspace --no-fail-fast
 fi
 cargo bench --workspace --no-run

@@ -489,6 +489,8 @@ mod tests {
                 "Observation?patient=pt-1001&_count=50&category=social-history",
                 "Observation?patient=pt-1001&_count=50&category=survey",
                 "Observation?patient=pt-1001&_count=50&category=exam",
+                "Observation?patient=pt-1001&_count=50&category=procedure",
+                "Observation?patient=pt-1001&_count=50&category=imaging",
             ]
         );
         assert_eq!(bare[1].category.as_deref(), Some("vital-signs"));
