@@ -71,7 +71,8 @@ pub fn default_store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("medicodax.db").display())
 }
 
-fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
+/// The audit record of a key-ring step.
+pub(crate) fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
     SystemEvent {
         time_ms: now_ms,
         event: e.event.to_owned(),
@@ -167,22 +168,12 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     Ok((gw, startup))
 }
 
-/// Advances key rotation schedules once a minute and audits each step.
+/// Advances key rotation schedules once a minute and audits each step ([`Gateway::tick_keys`]).
 pub fn spawn_key_ticker(gw: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             gw.clock.sleep(Duration::from_secs(60)).await;
-            let mut events = gw.auth.tick_keys();
-            match gw.keys.tick() {
-                Ok(mut e) => events.append(&mut e),
-                Err(e) => tracing::warn!(error = %e, "gateway key ring schedule step failed"),
-            }
-            let now_ms = gw.clock.now_unix_millis();
-            for e in &events {
-                if let Err(err) = gw.audit.append_event(ring_event(e, now_ms)).await {
-                    tracing::error!(error = %err, "could not audit a key rotation step");
-                }
-            }
+            gw.tick_keys().await;
         }
     })
 }

@@ -29,14 +29,15 @@ use crate::users::UserStore;
 use medicodax_audit::{AuditError, AuditLog, ReplayKey};
 use medicodax_clock::SharedClock;
 use medicodax_config::Config;
+use medicodax_jose::RingEvent;
 use medicodax_policy::Policy;
-use medicodax_smart::AuthManager;
+use medicodax_smart::{AuthManager, TokenFailureRecord};
 use medicodax_wire::audit::{IntentRecord, OutcomeRecord};
 use medicodax_wire::hash::sha256_hex;
 use medicodax_wire::receipt::{Decision, RECEIPT_TYP, ReceiptClaims};
 use medicodax_wire::ProblemCode;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -149,6 +150,8 @@ pub struct Gateway {
     /// Coding worksheets.
     pub worksheets: crate::worksheets::WorksheetStore,
     rejected_logged: AtomicU64,
+    /// Per connection, the assertion `jti` of the latest refused token request audited.
+    token_failures_logged: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -177,7 +180,7 @@ impl Gateway {
         users: UserStore,
         worksheets: crate::worksheets::WorksheetStore,
     ) -> Self {
-        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets, rejected_logged: AtomicU64::new(0) }
+        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets, rejected_logged: AtomicU64::new(0), token_failures_logged: Mutex::new(HashMap::new()) }
     }
 
     /// The audience calls must name.
@@ -310,10 +313,98 @@ impl Gateway {
         CallAnswer::unverified(ApiProblem::new(ProblemCode::AuditUnavailable, "the audit log cannot be written, so nothing was done; retry later").retry_after(5))
     }
 
+    /// Whether the refused token request `r` still has to be audited, marking it as
+    /// audited. The auth manager answers every call with the same record (the same
+    /// assertion `jti`) until its slow retry, so the one request is logged once, not once
+    /// per call that ran into it (pitfall 3).
+    pub(crate) fn first_report(&self, r: &TokenFailureRecord) -> bool {
+        let mut seen = self.token_failures_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(&r.connection) == Some(&r.assertion.claims.jti) {
+            return false;
+        }
+        seen.insert(r.connection.clone(), r.assertion.claims.jti.clone());
+        true
+    }
+
+    /// Undoes [`Gateway::first_report`] when the event could not be written, so a later
+    /// call tries again.
+    pub(crate) fn forget_report(&self, r: &TokenFailureRecord) {
+        let mut seen = self.token_failures_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(&r.connection) == Some(&r.assertion.claims.jti) {
+            seen.remove(&r.connection);
+        }
+    }
+
     /// Seconds until an EHR budget frees up, for `Retry-After`.
     pub fn retry_secs(d: Duration) -> u64 {
         d.as_secs() + u64::from(d.subsec_nanos() > 0)
     }
+
+    /// Starts a rotation of the gateway key (receipts, checkpoints, sessions) and audits
+    /// it as `key.rotation.started` (pitfall 9): the new key is published now and signs
+    /// after `keys.publish_lead`.
+    pub async fn rotate_gateway_key(&self) -> Result<RingEvent, KeyRotationError> {
+        let e = self.keys.start_rotation().map_err(KeyRotationError::Gateway)?;
+        self.audit_ring_event(&e).await?;
+        Ok(e)
+    }
+
+    /// Starts a rotation of a connection's managed assertion key and audits it as
+    /// `key.rotation.started`.
+    pub async fn rotate_connection_key(&self, connection: &str) -> Result<RingEvent, KeyRotationError> {
+        let e = self.auth.rotate_key(connection).map_err(KeyRotationError::Connection)?;
+        self.audit_ring_event(&e).await?;
+        Ok(e)
+    }
+
+    /// Moves every key ring's rotation schedule (the gateway's and each connection's) to
+    /// now and audits each step taken (`key.activated`, `key.unpublished`); returns the
+    /// steps. A ring that cannot take its step is logged and tried again at the next
+    /// tick; a step taken that the audit log cannot record is logged as an error.
+    /// [`crate::server::spawn_key_ticker`] calls this once a minute.
+    pub async fn tick_keys(&self) -> Vec<RingEvent> {
+        let mut events = self.auth.tick_keys();
+        match self.keys.tick() {
+            Ok(mut e) => events.append(&mut e),
+            Err(e) => tracing::warn!(error = %e, "gateway key ring schedule step failed"),
+        }
+        for e in &events {
+            if let Err(err) = self.audit_ring_event(e).await {
+                tracing::error!(error = %err, "could not audit a key rotation step");
+            }
+        }
+        events
+    }
+
+    async fn audit_ring_event(&self, e: &RingEvent) -> Result<(), KeyRotationError> {
+        match self.audit.append_event(crate::server::ring_event(e, self.clock.now_unix_millis())).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(KeyRotationError::Audit { event: e.event, kid: e.kid.clone(), source }),
+        }
+    }
+}
+
+/// Why a key rotation step was not done, or was done but not audited.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRotationError {
+    /// The gateway key ring refused (a rotation already under way, or a key file that
+    /// could not be written).
+    #[error("gateway key ring: {0}")]
+    Gateway(medicodax_jose::ring::RingError),
+    /// The connection's key ring refused (unknown connection, a key file from the
+    /// configuration, or a rotation already under way).
+    #[error(transparent)]
+    Connection(medicodax_smart::RotateError),
+    /// The step was taken, but the audit log could not record it.
+    #[error("{event} for key {kid} was done, but the audit log could not record it: {source}")]
+    Audit {
+        /// The step (`key.rotation.started`, ...).
+        event: &'static str,
+        /// The key concerned.
+        kid: String,
+        /// The audit failure.
+        source: AuditError,
+    },
 }
 
 fn tool_label(tool: &str) -> &'static str {

@@ -233,7 +233,10 @@ async fn auth_failure(gw: &Gateway, e: &AuthError) -> Failure {
         AuthError::InvalidClient(r) | AuthError::UnauthorizedClient(r) | AuthError::InvalidScope(r) | AuthError::Refused(r) => Some(r),
         _ => None,
     };
-    if let Some(r) = record {
+    // Once per refused request: calls inside the slow-retry window get the same record.
+    if let Some(r) = record
+        && gw.first_report(r)
+    {
         let event = SystemEvent {
             time_ms: gw.clock.now_unix_millis(),
             event: format!("token.{}", r.error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect::<String>()),
@@ -242,6 +245,7 @@ async fn auth_failure(gw: &Gateway, e: &AuthError) -> Failure {
         };
         if let Err(err) = gw.audit.append_event(event).await {
             tracing::error!(error = %err, "could not audit a token failure");
+            gw.forget_report(r);
         }
     }
     let (code, retry) = match e {
