@@ -188,7 +188,10 @@ impl AgentClient {
         let body = resp.bytes().await.map_err(|e| AgentError::Unreachable { url, reason: e.without_url().to_string() })?;
         let receipt = match receipt {
             Some(r) => Some(self.check_receipt(&r, &call.jws, &call.claims.jti, &body).await?),
+            // Answers that legitimately carry no receipt: the call did not verify (401, 413,
+            // 415), or the audit log could not be written, so nothing was done (503).
             None if status == 401 || status == 413 || status == 415 => None,
+            None if status == 503 && serde_json::from_slice::<Problem>(&body).is_ok_and(|p| p.code == medicodax_wire::ProblemCode::AuditUnavailable) => None,
             None => return Err(AgentError::Receipt(format!("the gateway answered {status} without a receipt"))),
         };
         let (result, problem) = if (200..300).contains(&status) {

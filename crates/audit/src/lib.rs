@@ -59,7 +59,7 @@ pub use db::{AUDIT_MIGRATIONS, Backend, Db, MigrationSet, SqlMigration};
 pub use entry::TailEntry;
 pub use error::AuditError;
 pub use fhir::{ExportFormat, ExportOptions, ExportSummary, export_fhir};
-pub use log::{Appended, AuditLog, LogConfig, LogStats, TreeHead};
+pub use log::{Appended, AuditLog, LogConfig, LogStats, Numbered, TreeHead};
 pub use merkle::{Frontier, ProofError};
 pub use prove::{ConsistencyReport, InclusionReport, ProvedCheckpoint, prove, prove_consistency};
 pub use store::ReplayKey;

@@ -92,7 +92,7 @@ pub struct TreeHead {
 }
 
 enum Cmd {
-    Append { prepared: Prepared, replay: Option<ReplayKey>, reply: oneshot::Sender<Result<Appended, AuditError>> },
+    Append { prepared: Prepared, replay: Option<ReplayKey>, early: Option<oneshot::Sender<Appended>>, reply: oneshot::Sender<Result<Appended, AuditError>> },
     Checkpoint { reply: oneshot::Sender<Result<StoredCheckpoint, AuditError>> },
     Shutdown { reply: oneshot::Sender<Result<Option<StoredCheckpoint>, AuditError>> },
 }
@@ -202,8 +202,25 @@ impl AuditLog {
 
     async fn send_append(&self, prepared: Prepared, replay: Option<ReplayKey>) -> Result<Appended, AuditError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Append { prepared, replay, reply }).await.map_err(|_| AuditError::Closed)?;
+        self.tx.send(Cmd::Append { prepared, replay, early: None, reply }).await.map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends an outcome record and returns as soon as it is numbered, before it is
+    /// durable: the caller can sign what depends on its `seq` and leaf hash while the
+    /// commit's fsync runs, and must then await [`Numbered::durable`] before anything
+    /// based on it leaves. If the batch fails, `durable` returns the error (and the seq
+    /// may be given to a later record).
+    pub async fn append_outcome_numbered(&self, outcome: OutcomeRecord) -> Result<Numbered, AuditError> {
+        let prepared = Prepared::new(&AuditRecord::Outcome(outcome))?;
+        let (early_tx, early_rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Append { prepared, replay: None, early: Some(early_tx), reply }).await.map_err(|_| AuditError::Closed)?;
+        match early_rx.await {
+            Ok(appended) => Ok(Numbered { appended, durable: rx }),
+            // Never numbered: the batch failed before that; its answer says why.
+            Err(_) => Err(rx.await.map_err(|_| AuditError::Closed)?.err().unwrap_or(AuditError::Closed)),
+        }
     }
 
     /// Signs and stores a checkpoint of the log as it is now (after everything queued
@@ -246,9 +263,30 @@ impl AuditLog {
     }
 }
 
+/// A record numbered but perhaps not yet durable (see [`AuditLog::append_outcome_numbered`]).
+#[derive(Debug)]
+pub struct Numbered {
+    /// Its seq and leaf hash.
+    pub appended: Appended,
+    durable: oneshot::Receiver<Result<Appended, AuditError>>,
+}
+
+impl Numbered {
+    /// Waits until the record is durable; fails if its batch did not commit.
+    pub async fn durable(self) -> Result<Appended, AuditError> {
+        let done = self.durable.await.map_err(|_| AuditError::Closed)??;
+        if done != self.appended {
+            // The writer renumbered after a failure; the early numbers must not be used.
+            return Err(AuditError::Store { op: "committing audit records", reason: "the record was renumbered".into() });
+        }
+        Ok(done)
+    }
+}
+
 struct PendingAppend {
     prepared: Prepared,
     replay: Option<ReplayKey>,
+    early: Option<oneshot::Sender<Appended>>,
     reply: oneshot::Sender<Result<Appended, AuditError>>,
 }
 
@@ -326,7 +364,7 @@ impl Writer {
         let mut controls = Vec::new();
         for c in batch {
             match c {
-                Cmd::Append { prepared, replay, reply } => appends.push(PendingAppend { prepared, replay, reply }),
+                Cmd::Append { prepared, replay, early, reply } => appends.push(PendingAppend { prepared, replay, early, reply }),
                 Cmd::Checkpoint { reply } => controls.push(Control::Checkpoint(reply)),
                 Cmd::Shutdown { reply } => controls.push(Control::Shutdown(reply)),
             }
@@ -351,7 +389,7 @@ impl Writer {
         ControlFlow::Continue(())
     }
 
-    async fn write(&mut self, appends: Vec<PendingAppend>) {
+    async fn write(&mut self, mut appends: Vec<PendingAppend>) {
         if self.dirty
             && let Err(e) = self.resync().await
         {
@@ -361,8 +399,16 @@ impl Writer {
             }
             return;
         }
+        let mut early: Vec<Option<oneshot::Sender<Appended>>> = appends.iter_mut().map(|a| a.early.take()).collect();
         let items: Vec<BatchItem<'_>> = appends.iter().map(|a| BatchItem { prepared: &a.prepared, replay: a.replay.as_ref() }).collect();
-        let result = self.db.commit_batch(self.frontier.size(), self.clock.now_unix(), &items).await;
+        let numbered = |results: &[ItemResult]| {
+            for (tx, r) in early.iter_mut().zip(results) {
+                if let (Some(tx), ItemResult::Written { seq, leaf }) = (tx.take(), r) {
+                    let _ = tx.send(Appended { seq: *seq, leaf_hash: *leaf });
+                }
+            }
+        };
+        let result = self.db.commit_batch(self.frontier.size(), self.clock.now_unix(), &items, numbered).await;
         drop(items);
         match result {
             Ok(results) => {

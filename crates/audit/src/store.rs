@@ -127,7 +127,10 @@ impl Db {
     /// unexpired ones, and repeats within the batch), numbers the remaining records from
     /// `start_seq` in order, inserts them, and commits (one fsync). On error nothing is
     /// written.
-    pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem<'_>]) -> Result<Vec<ItemResult>, AuditError> {
+    /// `numbered` is called once the batch's records are numbered and hashed, before they
+    /// are written and committed (so callers can prepare what depends on `seq` and the leaf
+    /// hash while the commit's fsync runs; nothing may leave before the commit succeeds).
+    pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem<'_>], numbered: impl FnOnce(&[ItemResult]) + Send) -> Result<Vec<ItemResult>, AuditError> {
         // Replay keys: the first occurrence of a pair in the batch competes in the store;
         // a later one is a replay of it.
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
@@ -181,6 +184,7 @@ impl Db {
                 results.push(ItemResult::Written { seq, leaf });
                 seq += 1;
             }
+            numbered(&results);
             for range in chunks(rows.len()) {
                 let sql = insert_entries_sql(range.len());
                 let mut q = sqlx::query(AssertSqlSafe(sql));

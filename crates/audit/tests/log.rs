@@ -45,6 +45,7 @@ on_both_stores!(
     reopening_continues_the_log_and_refuses_a_tampered_one,
     inclusion_and_consistency_proofs_verify_offline,
     tail_and_follow_return_entries_in_order,
+    numbered_outcomes_become_durable_or_fail,
 );
 
 fn replay(jti: &str, expires_at: i64) -> ReplayKey {
@@ -323,5 +324,30 @@ async fn tail_and_follow_return_entries_in_order(s: &TestStore) {
     let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("follow sees the new entry").unwrap().unwrap();
     assert_eq!(next.seq, writer.await.unwrap().seq);
     assert!(clock.now_unix() > NOW, "follow slept on the injected clock between polls");
+    log.shutdown().await.unwrap();
+}
+
+/// `append_outcome_numbered` gives the seq and leaf hash before the commit, and
+/// `durable()` confirms exactly those; when the store cannot be written, `durable()` (or
+/// the numbering itself) fails, so nothing signed over the early numbers may leave.
+async fn numbered_outcomes_become_durable_or_fail(s: &TestStore) {
+    let clock = ManualClock::new(NOW);
+    let log = open_log(&s.db, &clock, 1000).await;
+    log.append_event(event("gateway.start", "gateway")).await.unwrap();
+    let n = log.append_outcome_numbered(outcome(&search_intent("j-9"), 0, Decision::Allowed)).await.unwrap();
+    assert_eq!(n.appended.seq, 1, "[{}]", s.label);
+    let early = n.appended;
+    let durable = n.durable().await.unwrap();
+    assert_eq!(durable, early);
+    let stored = medicodax_audit::tail(&s.db, 1).await.unwrap();
+    assert_eq!(stored[0].seq, 1);
+    assert_eq!(stored[0].leaf_hash, early.leaf_hash_hex());
+    s.exec("ALTER TABLE audit_entries RENAME TO audit_entries_away").await;
+    let failed = match log.append_outcome_numbered(outcome(&search_intent("j-10"), 0, Decision::Allowed)).await {
+        Ok(n) => n.durable().await.err(),
+        Err(e) => Some(e),
+    };
+    assert!(matches!(failed, Some(AuditError::Store { .. })), "[{}] {failed:?}", s.label);
+    s.exec("ALTER TABLE audit_entries_away RENAME TO audit_entries").await;
     log.shutdown().await.unwrap();
 }

@@ -19,21 +19,17 @@
 //! Chromium (`/usr/bin/chromium`) and the Node packages (`tests/interop/node_modules`)
 //! are installed by `scripts/test-deps.sh`; without them this test fails and says so.
 
+mod common;
+
+use common::{BIN, Server, repo_root};
+
 use medicodax_audit::Db;
 use medicodax_gateway::worksheets::WorksheetStore;
 use medicodax_wire::audit::AuditRecord;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_medicodax");
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 fn require_browser_deps(root: &Path) {
     let missing: Vec<&str> = [
@@ -45,64 +41,6 @@ fn require_browser_deps(root: &Path) {
     .flatten()
     .collect();
     assert!(missing.is_empty(), "the browser test needs {}: run scripts/test-deps.sh", missing.join(", "));
-}
-
-/// A running `medicodax serve`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    admin_password: String,
-    data_dir: PathBuf,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data_dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", &data_dir.to_string_lossy(), "serve", "--listen", "127.0.0.1:0"])
-        .env("MEDICODAX_LOG", "warn")
-        .env_remove("MEDICODAX_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start medicodax serve");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut url, mut password) = (None, None);
-    let mut seen = Vec::new();
-    while url.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("medicodax serve did not start; it said:\n{}", seen.join("\n")));
-        if let Some(p) = line.strip_prefix("created dashboard user `admin` with password: ") {
-            password = Some(p.trim().to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("gateway listening on ") {
-            url = rest.split_whitespace().next().map(str::to_owned);
-        }
-        seen.push(line);
-    }
-    Server {
-        child,
-        url: url.expect("listening line"),
-        admin_password: password.expect("a fresh data folder creates admin and prints its password"),
-        data_dir: data_dir.to_owned(),
-        stderr: rx,
-    }
 }
 
 /// One signed call as the coding agent for `as_user`: the parsed result, or the error text.
@@ -191,7 +129,7 @@ fn dashboard_in_chromium_shows_a_real_run_and_records_a_review() {
     let root = repo_root();
     require_browser_deps(&root);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let server = start_server(&tmp.path().join("data"));
+    let server = Server::start(&tmp.path().join("data"));
     let data = populate(&server);
     let target = data.richest.clone();
 
@@ -200,7 +138,7 @@ fn dashboard_in_chromium_shows_a_real_run_and_records_a_review() {
         .arg(root.join("tests/interop/dashboard/dashboard.mjs"))
         .current_dir(root.join("tests/interop"))
         .env("MEDICODAX_URL", &server.url)
-        .env("MEDICODAX_ADMIN_PASSWORD", &server.admin_password)
+        .env("MEDICODAX_ADMIN_PASSWORD", server.admin_password.as_deref().expect("a fresh data folder creates admin and prints its password"))
         .env("MEDICODAX_SCREENSHOTS", &shots)
         .env("MEDICODAX_WORKSHEET", &target)
         .stdin(Stdio::null())

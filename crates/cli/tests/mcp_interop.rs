@@ -14,84 +14,16 @@
 //! channel, agent, user, tool and decision, and nothing for the calls that carried no
 //! valid signed call.
 
+mod common;
+
+use common::{Server, interop_dir, python};
 use medicodax_wire::audit::AuditRecord;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const AGENT: &str = "coding-agent";
 const USER: &str = "coder";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// `tests/interop`, or where `MEDICODAX_INTEROP_DIR` says it is.
-fn interop_dir() -> PathBuf {
-    std::env::var_os("MEDICODAX_INTEROP_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("tests/interop"))
-}
-
-fn python() -> PathBuf {
-    let py = interop_dir().join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/test-deps.sh to install the MCP Python SDK and PyJWT (or set MEDICODAX_INTEROP_DIR)", py.display());
-    py
-}
-
-/// `medicodax serve`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_medicodax"))
-            .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
-            .env("MEDICODAX_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads stderr to the end, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("gateway listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let mut server = Server { child, base: String::new() };
-        server.base = rx.recv_timeout(Duration::from_secs(120)).expect("`medicodax serve` did not report its address");
-        assert!(server.base.starts_with("http://127.0.0.1:"), "{}", server.base);
-        server
-    }
-
-    /// SIGTERM, so the gateway shuts down cleanly (final checkpoint), then waits.
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "medicodax serve exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("medicodax serve did not stop on SIGTERM");
-    }
-}
 
 /// Runs a script of `tests/interop/mcp` and returns its report (the last stdout line).
 fn run_script(script: &str, args: &[&str]) -> Vec<Value> {
@@ -125,7 +57,7 @@ async fn the_mcp_python_sdk_drives_the_endpoint_and_the_bridge_and_the_audit_log
     let server = Server::start(&data);
     let key = data.join("keys/agents/coding-agent.pem");
     let key = key.to_str().unwrap();
-    let base = server.base.clone();
+    let base = server.url.clone();
     let common = ["--gateway", &base, "--audience", &base, "--agent", AGENT, "--key", key, "--user", USER];
 
     let http = run_script("http_endpoint.py", &common);

@@ -144,7 +144,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
         None => audience.clone(),
     };
     let audit = AuditLog::open(db.clone(), move |_now: i64| signer_keys.signer(), Arc::clone(&clock), LogConfig::new(origin)).await.map_err(|e| rt(&e))?;
-    let users = UserStore::open(db.clone()).await.map_err(|e| rt(&e))?;
+    let users = UserStore::open(db.clone()).await.map_err(|e| rt(&e))?.with_cache(Duration::from_secs(5), Arc::clone(&clock));
     let worksheets = crate::worksheets::WorksheetStore::new(db);
     let mut startup = Startup::default();
     if users.is_empty().await.map_err(|e| rt(&e))? {

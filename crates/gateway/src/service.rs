@@ -284,10 +284,13 @@ impl Gateway {
             result_hash: result_hash.clone(),
             latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         };
-        let appended = match self.audit.append_outcome(outcome).await {
-            Ok(a) => a,
+        // The receipt is signed while the outcome's commit is being made durable; neither
+        // leaves before the commit succeeds.
+        let numbered = match self.audit.append_outcome_numbered(outcome).await {
+            Ok(n) => n,
             Err(e) => return self.audit_unavailable(&e),
         };
+        let appended = numbered.appended;
         let receipt = ReceiptClaims {
             iss: self.audience().to_owned(),
             iat: self.clock.now_unix(),
@@ -301,6 +304,9 @@ impl Gateway {
         let receipt = self.keys.sign(RECEIPT_TYP, &receipt).ok();
         if receipt.is_none() {
             tracing::error!(seq = appended.seq, "the receipt could not be signed");
+        }
+        if let Err(e) = numbered.durable().await {
+            return self.audit_unavailable(&e);
         }
         metrics::counter!("medicodax_calls_total", "tool" => tool_label(&claims.tool), "decision" => decision.as_str(), "channel" => channel.as_str()).increment(1);
         metrics::histogram!("medicodax_call_seconds", "tool" => tool_label(&claims.tool)).record(latency.as_secs_f64());

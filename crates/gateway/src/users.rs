@@ -132,6 +132,17 @@ pub fn random_password() -> Result<String, UserError> {
 #[derive(Clone, Debug)]
 pub struct UserStore {
     db: Db,
+    cache: Option<std::sync::Arc<UserCache>>,
+}
+
+/// A short-lived cache of user records, so the call path does not read the store for
+/// every call. Entries live `ttl` on the injected clock; this process's own changes
+/// (add, passwd) invalidate at once, changes made by another process show after `ttl`.
+#[derive(Debug)]
+struct UserCache {
+    ttl: std::time::Duration,
+    clock: medicodax_clock::SharedClock,
+    map: std::sync::Mutex<std::collections::HashMap<String, (medicodax_clock::Mono, Option<User>)>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> UserError {
@@ -142,7 +153,7 @@ impl UserStore {
     /// Opens the store on `db`, creating the gateway's tables if needed.
     pub async fn open(db: Db) -> Result<Self, UserError> {
         db.run_migrations(&GATEWAY_MIGRATIONS).await.map_err(store_err)?;
-        Ok(UserStore { db })
+        Ok(UserStore { db, cache: None })
     }
 
     /// Adds a user.
@@ -162,6 +173,7 @@ impl UserStore {
                 .bind(name).bind(&hash).bind(&roles).bind(now_ms)
                 .execute(pool).await.map(|_| ())
         });
+        self.invalidate(name);
         match res {
             Ok(()) => Ok(()),
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(UserError::Exists(name.to_owned())),
@@ -177,6 +189,7 @@ impl UserStore {
                 .execute(pool).await.map(|r| r.rows_affected())
         })
         .map_err(store_err)?;
+        self.invalidate(name);
         if n == 0 { Err(UserError::Missing(name.to_owned())) } else { Ok(()) }
     }
 
@@ -195,7 +208,34 @@ impl UserStore {
 
     /// One user.
     pub async fn get(&self, name: &str) -> Result<Option<User>, UserError> {
+        if let Some(c) = &self.cache {
+            let now = c.clock.monotonic();
+            if let Some((at, u)) = c.map.lock().unwrap_or_else(|p| p.into_inner()).get(name)
+                && now.since(*at) < c.ttl
+            {
+                return Ok(u.clone());
+            }
+            let u = self.fetch(name).await?.map(|(u, _)| u);
+            let mut map = c.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() > 10_000 {
+                map.clear();
+            }
+            map.insert(name.to_owned(), (now, u.clone()));
+            return Ok(u);
+        }
         Ok(self.fetch(name).await?.map(|(u, _)| u))
+    }
+
+    /// The same store with a cache of user records living `ttl` on `clock`.
+    pub fn with_cache(mut self, ttl: std::time::Duration, clock: medicodax_clock::SharedClock) -> Self {
+        self.cache = Some(std::sync::Arc::new(UserCache { ttl, clock, map: std::sync::Mutex::new(std::collections::HashMap::new()) }));
+        self
+    }
+
+    fn invalidate(&self, name: &str) {
+        if let Some(c) = &self.cache {
+            c.map.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        }
     }
 
     async fn fetch(&self, name: &str) -> Result<Option<(User, String)>, UserError> {
