@@ -66,13 +66,34 @@ impl PublishedKeys for ConnectionKeys {
     }
 }
 
+/// Takes the data folder's exclusive lock (`gateway.lock`): one gateway per data folder,
+/// since the audit log has one writer and key rings live there. Held until the returned
+/// file is dropped; the operating system releases it if the process dies.
+pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("gateway.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError::Runtime(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Config(format!(
+            "another MEDICODAX gateway is running on the data folder {}; stop it, or use another --data-dir (key rotations: use the dashboard's Integrations page while it runs)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Runtime(format!("cannot lock {}: {e}", path.display()))),
+    }
+}
+
 /// The SQLite URL used when the configuration names no store.
 pub fn default_store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("medicodax.db").display())
 }
 
 /// The audit record of a key-ring step.
-pub(crate) fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
+pub fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
     SystemEvent {
         time_ms: now_ms,
         event: e.event.to_owned(),
@@ -90,6 +111,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&paths.data_dir, std::fs::Permissions::from_mode(0o700));
     }
+    let lock = lock_data_dir(&paths.data_dir)?;
     let config = Arc::new(config);
     let audience = config.gateway.audience();
     let now = clock.now_unix();
@@ -164,7 +186,9 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
         let detail = serde_json::to_value(w).unwrap_or(serde_json::Value::Null);
         audit.append_event(SystemEvent { time_ms: now_ms, event: "policy.warning".into(), subject: "config".into(), detail }).await.map_err(|e| rt(&e))?;
     }
-    let gw = Arc::new(Gateway::new(config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets));
+    let mut gw = Gateway::new(config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets);
+    gw.hold_lock(lock);
+    let gw = Arc::new(gw);
     Ok((gw, startup))
 }
 

@@ -149,6 +149,8 @@ pub struct Gateway {
     pub users: UserStore,
     /// Coding worksheets.
     pub worksheets: crate::worksheets::WorksheetStore,
+    /// The exclusive lock on the data folder, held while this gateway runs.
+    data_lock: Option<std::fs::File>,
     rejected_logged: AtomicU64,
     /// Per connection, the assertion `jti` of the latest refused token request audited.
     token_failures_logged: Mutex<HashMap<String, String>>,
@@ -180,7 +182,12 @@ impl Gateway {
         users: UserStore,
         worksheets: crate::worksheets::WorksheetStore,
     ) -> Self {
-        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets, rejected_logged: AtomicU64::new(0), token_failures_logged: Mutex::new(HashMap::new()) }
+        Gateway { config, clock, verifier, policy, audit, auth, ehrs, keys, users, worksheets, rejected_logged: AtomicU64::new(0), token_failures_logged: Mutex::new(HashMap::new()), data_lock: None }
+    }
+
+    /// Holds the data folder's lock for as long as this gateway lives.
+    pub fn hold_lock(&mut self, lock: std::fs::File) {
+        self.data_lock = Some(lock);
     }
 
     /// The audience calls must name.

@@ -24,8 +24,13 @@ enum Action {
         #[arg(long, default_value = "RS384", value_parser = ["RS384", "ES384"])]
         alg: String,
     },
-    /// Start a rotation of the gateway key: the new key is published now and signs after the publish lead.
-    Rotate,
+    /// Start a rotation: the new key is published now and signs after the publish lead
+    /// (audited). While the gateway runs, rotate from the dashboard's Integrations page.
+    Rotate {
+        /// Rotate this connection's managed assertion key instead of the gateway key.
+        #[arg(long, value_name = "NAME")]
+        connection: Option<String>,
+    },
     /// Print the JWKS we publish (the gateway key ring; connection keys are added by `serve`).
     Jwks,
 }
@@ -62,9 +67,25 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
                 crate::out::line(&format!("{}\t{}\tactivates_at={}", k.kid, k.alg, k.activates_at));
             }
         }
-        Action::Rotate => {
-            let (mut ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+        Action::Rotate { connection } => {
+            // One writer per data folder: refuse while a gateway runs on it.
+            let _lock = medicodax_gateway::server::lock_data_dir(&ctx.data_dir).map_err(super::serve::start_error)?;
+            let (ring_dir, name) = match &connection {
+                None => (ctx.gateway_key_dir(), "gateway".to_owned()),
+                Some(c) => {
+                    if medicodax_wire::tools::valid_connection_name(c) {
+                        (ctx.data_dir.join("keys").join("connections").join(c), c.clone())
+                    } else {
+                        return Err(CliError::Usage(format!("{c:?} is not a connection name")));
+                    }
+                }
+            };
+            if !ring_dir.join("ring.json").exists() {
+                return Err(CliError::Usage(format!("no managed key ring for {name} in {}: start the gateway once to create it (connections with a configured `key` file are rotated by replacing the file)", ring_dir.display())));
+            }
+            let mut ring = KeyRing::open(&ring_dir).map_err(|e| fail(&e))?;
             let ev = ring.start_rotation(now).map_err(|e| fail(&e))?;
+            audit_ring_event(ctx, &config, &ev).await?;
             crate::out::json(&ev);
         }
         Action::Jwks => {
@@ -72,5 +93,21 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             crate::out::json(&ring.published(now));
         }
     }
+    Ok(())
+}
+
+/// Writes a key-ring step to the audit log, signing the log's checkpoint with the gateway key.
+async fn audit_ring_event(ctx: &Context, config: &medicodax_config::Config, ev: &medicodax_jose::RingEvent) -> Result<(), CliError> {
+    use medicodax_audit::{AuditLog, Db, LogConfig};
+    let fail = |e: &dyn std::fmt::Display| CliError::Failed(format!("the rotation started but could not be audited: {e}"));
+    let url = config.store.url.clone().unwrap_or_else(|| medicodax_gateway::server::default_store_url(&ctx.data_dir));
+    let db = Db::connect(&url).await.map_err(|e| fail(&e))?;
+    let origin = db.log_origin().await.map_err(|e| fail(&e))?.unwrap_or_else(|| config.gateway.audience());
+    let ring = KeyRing::open(&ctx.gateway_key_dir()).map_err(|e| fail(&e))?;
+    let clock = SystemClock::shared();
+    let signer = move |now: i64| ring.signer(now);
+    let log = AuditLog::open(db, signer, clock.clone(), LogConfig::new(origin)).await.map_err(|e| fail(&e))?;
+    log.append_event(medicodax_gateway::server::ring_event(ev, clock.now_unix_millis())).await.map_err(|e| fail(&e))?;
+    log.shutdown().await.map_err(|e| fail(&e))?;
     Ok(())
 }

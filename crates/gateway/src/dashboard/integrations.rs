@@ -9,7 +9,9 @@
 //! manager's status report ([`medicodax_smart::AuthManager::status`]), which holds no
 //! token or key material. The page refreshes itself every 15 s when scripts run.
 
-use super::{Dash, Nav, Page, PageResult, Viewer, fmt, render};
+use super::{Dash, Nav, Page, PageError, PageResult, Viewer, fmt, form_pairs, form_value, render};
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Redirect};
 use crate::service::Gateway;
 use askama::Template;
 use medicodax_smart::{ConnectionStatus, TokenStatus};
@@ -210,4 +212,28 @@ pub async fn page(state: Dash, viewer: Viewer) -> PageResult {
     viewer.require(Page::Integrations)?;
     let view = view(&state.gw);
     Ok(render(&IntegrationsPage { nav: viewer.nav(Page::Integrations), view, now: fmt::time_ms(state.gw.clock.now_unix_millis()) }))
+}
+
+/// `POST /integrations/rotate` (admin): starts a rotation of the gateway key
+/// (`target=gateway`) or of a connection's managed assertion key (`target=NAME`). The new
+/// key is published at once and signs after the publish lead; the step is audited.
+pub async fn rotate(state: Dash, viewer: Viewer, body: Bytes) -> PageResult {
+    viewer.require(Page::Integrations)?;
+    let pairs = form_pairs(&body);
+    viewer.check_csrf(form_value(&pairs, "csrf"))?;
+    let target = form_value(&pairs, "target").unwrap_or_default();
+    let result = if target == "gateway" {
+        state.gw.rotate_gateway_key().await
+    } else if state.gw.ehrs.contains_key(target) {
+        state.gw.rotate_connection_key(target).await
+    } else {
+        return Err(PageError::BadRequest("choose the gateway key or a configured connection".into()));
+    };
+    match result {
+        Ok(e) => {
+            tracing::info!(ring = %e.ring, kid = %e.kid, by = %viewer.session.sub, "key rotation started from the dashboard");
+            Ok(Redirect::to("/integrations").into_response())
+        }
+        Err(e) => Err(PageError::Conflict(e.to_string())),
+    }
 }

@@ -89,6 +89,7 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         .route("/assets/dashboard.js", get(script))
         .route("/favicon.ico", get(favicon))
         .route("/integrations", get(integrations::page))
+        .route("/integrations/rotate", post(integrations::rotate))
         .route("/savings", get(savings::page))
         .route("/worksheets", get(worksheets::list_page))
         .route("/worksheets/{connection}/{encounter}", get(worksheets::detail_page))
