@@ -95,6 +95,11 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
         r.bytes().await.expect("body");
     };
 
+    // Every call is signed before anything is measured.
+    let latency_calls = sign(latency_n);
+    let throughput_calls = sign(throughput_n);
+    eprintln!("signed {} calls in advance", latency_n + throughput_n);
+
     // Warm up: token, connection pools, caches.
     for c in sign(20) {
         via_gateway(http.clone(), url.clone(), c.jws).await;
@@ -102,7 +107,7 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
     }
 
     // Latency, one agent, interleaved so both see the same machine load.
-    let calls = sign(latency_n);
+    let calls = latency_calls;
     let mut d_lat = Vec::with_capacity(latency_n);
     let mut g_lat = Vec::with_capacity(latency_n);
     for c in calls {
@@ -117,7 +122,7 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
     g_lat.sort();
 
     // Throughput, `concurrency` agents, pre-signed calls.
-    let calls = sign(throughput_n);
+    let calls = throughput_calls;
     let per = throughput_n / concurrency;
     let mut chunks: Vec<Vec<SignedCall>> = Vec::new();
     let mut it = calls.into_iter();
