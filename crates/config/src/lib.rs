@@ -555,5 +555,3 @@ fn check_url(u: &str, path: &str, issue: &mut impl FnMut(String, String)) {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -87,6 +87,12 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartError> {
     }
 }
 
+/// How the keys we publish rotate, from `[keys]` (everything we sign lives at most 300 s,
+/// receipts and checkpoints aside, which are verified against retired keys too).
+pub fn rotation_policy(config: &Config) -> RotationPolicy {
+    RotationPolicy { publish_lead: config.keys.publish_lead, consumer_cache_ttl: config.keys.consumer_cache_ttl, max_token_lifetime: 300, jwks_max_age: config.keys.jwks_max_age }
+}
+
 /// The SQLite URL used when the configuration names no store.
 pub fn default_store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("medicodax.db").display())
@@ -115,12 +121,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     let config = Arc::new(config);
     let audience = config.gateway.audience();
     let now = clock.now_unix();
-    let rotation = RotationPolicy {
-        publish_lead: config.keys.publish_lead,
-        consumer_cache_ttl: config.keys.consumer_cache_ttl,
-        max_token_lifetime: 300,
-        jwks_max_age: config.keys.jwks_max_age,
-    };
+    let rotation = rotation_policy(&config);
 
     // Keys.
     let (ring, mut ring_events) =

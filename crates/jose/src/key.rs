@@ -1,9 +1,9 @@
 //! Private keys: loading from PEM in its common flavours, generation, and the public JWK.
 //!
 //! Loading is where key mistakes must surface: at startup, with a message naming what was
-//! found, never at the first token request. Accepted: PKCS#8 (`BEGIN PRIVATE KEY`) and
-//! PKCS#1 (`BEGIN RSA PRIVATE KEY`) RSA keys of at least 2048 bits, PKCS#8 and SEC1
-//! (`BEGIN EC PRIVATE KEY`) EC P-384 keys; LF or CRLF line endings, or a one-line value
+//! found, never at the first token request. Accepted: PKCS#8 (PEM label `PRIVATE KEY`)
+//! and PKCS#1 (label `RSA PRIVATE KEY`) RSA keys of at least 2048 bits, PKCS#8 and SEC1
+//! (label `EC PRIVATE KEY`) EC P-384 keys; LF or CRLF line endings, or a one-line value
 //! with literal `\n` sequences as environment variables carry it. Refused with a typed
 //! [`KeyError`]: encrypted PEM, RSA under 2048 bits, a key that does not fit the
 //! algorithm, anything that is not a private key. No error ever holds key bytes.
@@ -22,7 +22,7 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// The input holds no PEM block at all.
-    #[error("no PEM block found: expected a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----); if it came from an environment variable, check that its line breaks survived (literal \\n sequences are accepted)")]
+    #[error("no PEM block found: expected a PEM private key (PKCS#8, label PRIVATE KEY; or PKCS#1, label RSA PRIVATE KEY); if it came from an environment variable, check that its line breaks survived (literal \\n sequences are accepted)")]
     NotPem,
     /// The PEM is encrypted.
     #[error("found an encrypted private key ({format}); encrypted keys and passphrases are not supported: decrypt it (e.g. `openssl pkey -in KEY -out KEY.pem`) and protect the file with mode 0600")]
@@ -127,8 +127,8 @@ impl PrivateKey {
             return Err(KeyError::CannotSign(alg));
         }
         let text = normalize_pem(text);
-        if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
-            return Err(KeyError::Encrypted { format: "PKCS#8, BEGIN ENCRYPTED PRIVATE KEY".into() });
+        if text.contains(concat!("-----BEGIN ", "ENCRYPTED PRIVATE KEY-----")) {
+            return Err(KeyError::Encrypted { format: "PKCS#8, label ENCRYPTED PRIVATE KEY".into() });
         }
         if text.contains("Proc-Type: 4,ENCRYPTED") {
             return Err(KeyError::Encrypted { format: "legacy PEM with Proc-Type: 4,ENCRYPTED".into() });

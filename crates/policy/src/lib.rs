@@ -30,6 +30,7 @@
 //! ```
 //!
 //! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use medicodax_policy::{Policy, UserRecord, ScopeSet, IgnoredVerdict};
 //! use medicodax_wire::{FhirId, Problem, ResourceType, ToolName};
 //!
@@ -43,24 +44,25 @@
 //!     jwks = "keys/coding-agent.jwks.json"
 //!     roles = ["coder"]
 //!     may_act_for = ["role:coder"]
-//! "#).unwrap();
+//! "#)?;
 //! let policy = Policy::from_config(&config);
 //! let coder = UserRecord { name: "coder".into(), roles: vec!["coder".into()], patients: None };
-//! let caller = policy.caller("coding-agent", "coder", Some(&coder)).unwrap();
-//! caller.decide_tool(ToolName::FhirSearch, Some("epic-sandbox")).unwrap();
+//! let caller = policy.caller("coding-agent", "coder", Some(&coder))?;
+//! caller.decide_tool(ToolName::FhirSearch, Some("epic-sandbox"))?;
 //! let granted = ScopeSet::parse("system/Patient.read system/Condition.read");
-//! let access = caller.on_connection("epic-sandbox", &granted).unwrap();
+//! let access = caller.on_connection("epic-sandbox", &granted)?;
 //!
 //! // Observation was not granted by the EHR: refused locally, uniform 403.
 //! let refused = access.decide_search(ResourceType::Observation, &[("patient".into(), "pt-1001".into())]).unwrap_err();
 //! assert_eq!(refused.problem(), Problem::denied());
 //! assert_eq!(refused.audit_reason(), "denied: ehr-scope-not-granted: system/Observation.s");
 //!
-//! let plan = access.decide_search(ResourceType::Condition, &[("patient".into(), "pt-1001".into())]).unwrap();
+//! let plan = access.decide_search(ResourceType::Condition, &[("patient".into(), "pt-1001".into())])?;
 //! assert_eq!(plan.queries()[0].on_ignored_params(["datee"]), IgnoredVerdict::Proceed);
 //! let mut patient = serde_json::json!({"resourceType": "Patient", "id": "pt-1001", "telecom": [{"value": "555"}]});
 //! access.redactor().apply(&mut patient);
 //! assert_eq!(patient, serde_json::json!({"resourceType": "Patient", "id": "pt-1001"}));
+//! # Ok(()) }
 //! ```
 //!
 //! Every `decide_*` returns `Result<_, Refusal>`. [`Refusal::Denied`] carries a

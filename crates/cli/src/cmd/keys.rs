@@ -3,7 +3,7 @@
 use crate::CliError;
 use crate::context::Context;
 use medicodax_clock::{Clock, SystemClock};
-use medicodax_jose::{Alg, KeyRing, PrivateKey, RotationPolicy};
+use medicodax_jose::{Alg, KeyRing, PrivateKey};
 use std::path::PathBuf;
 
 /// Arguments of `keys`.
@@ -39,12 +39,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
     let config = ctx.config()?;
     let clock = SystemClock::new();
     let now = clock.now_unix();
-    let policy = RotationPolicy {
-        publish_lead: config.keys.publish_lead,
-        consumer_cache_ttl: config.keys.consumer_cache_ttl,
-        max_token_lifetime: 300,
-        jwks_max_age: config.keys.jwks_max_age,
-    };
+    let policy = medicodax_gateway::server::rotation_policy(&config);
     let fail = |e: &dyn std::fmt::Display| CliError::Failed(e.to_string());
     match args.action {
         Action::Generate { out: Some(path), alg } => {

@@ -5,6 +5,7 @@ pub mod keys;
 pub mod mcp;
 pub mod serve;
 pub mod users;
+pub mod agent_args;
 pub mod audit;
 pub mod code;
 pub mod demo;

@@ -1,4 +1,9 @@
-use super::*;
+//! The configuration file: the design sketch, defaults, typos, validation with key paths,
+//! and environment overrides.
+
+use medicodax_config::*;
+use figment::providers::Env;
+use std::path::Path;
 
 const SAMPLE: &str = r#"
 [gateway]
