@@ -61,7 +61,7 @@ use std::sync::{Arc, LazyLock};
 use text::{MatchOptions, TitleIndex};
 
 pub use time_saved::{Baselines, EncounterClass, TimeSaved, time_saved};
-pub use worksheet::{Band, Diagnosis, Flag, FlagKind, Source, Suggestion, Worksheet, build_worksheet, build_worksheet_with};
+pub use worksheet::{Band, Diagnosis, Flag, FlagKind, Source, Suggestion, Worksheet, build_worksheet, build_worksheet_with, fit_for_submission};
 
 static INDEX: LazyLock<Result<TitleIndex<'static>, DataError>> = LazyLock::new(|| CodeSet::embedded().map(|c| TitleIndex::build(c, MatchOptions::default())));
 

@@ -219,6 +219,8 @@ pub enum FlagKind {
     UnreadableNote,
     /// The encounter is not finished.
     NotFinished,
+    /// Evidence was shortened so the worksheet fits in a signed call.
+    Trimmed,
 }
 
 /// Something the coder should look at.
@@ -697,4 +699,40 @@ pub fn build_worksheet_with(bundle: &EncounterBundle, reference: &Reference, opt
         flags,
         crosswalk: reference.crosswalk().source().to_owned(),
     }
+}
+
+/// A copy of `w` whose JSON is at most `max_bytes`, for handing in with a signed call
+/// (`worksheet.submit` is bounded by the gateway's call size). Evidence is shortened in
+/// steps until it fits: note lines beyond the first per suggestion, then candidates
+/// beyond the first three per diagnosis, then procedures beyond the first fifty; each
+/// step keeps counts of what it dropped where the worksheet has them, and a
+/// [`FlagKind::Trimmed`] flag says so. Codes, sources and confidences of what remains
+/// are untouched. Returns `None` if even the shortest form does not fit.
+pub fn fit_for_submission(w: &Worksheet, max_bytes: usize) -> Option<Worksheet> {
+    let size = |w: &Worksheet| serde_json::to_vec(w).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size(w) <= max_bytes {
+        return Some(w.clone());
+    }
+    let mut t = w.clone();
+    t.flags.push(Flag { kind: FlagKind::Trimmed, resource: None, code: None, message: "evidence was shortened to fit in a signed call; the full worksheet is in the pipeline's output".into() });
+    for d in &mut t.diagnoses {
+        for s in &mut d.suggestions {
+            let e = &mut s.evidence;
+            if e.note_lines.len() > 1 {
+                e.more_lines += e.note_lines.len() - 1;
+                e.note_lines.truncate(1);
+            }
+        }
+    }
+    if size(&t) <= max_bytes {
+        return Some(t);
+    }
+    for d in &mut t.diagnoses {
+        d.suggestions.truncate(3);
+    }
+    if size(&t) <= max_bytes {
+        return Some(t);
+    }
+    t.procedures.truncate(50);
+    if size(&t) <= max_bytes { Some(t) } else { None }
 }

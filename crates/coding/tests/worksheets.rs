@@ -216,3 +216,30 @@ fn worksheets_round_trip_as_json_and_render_as_a_table() {
         assert!(!line.contains("Steven") && !line.contains("Daniel"), "no patient names in the table");
     }
 }
+
+/// Every bundled encounter's worksheet fits the `worksheet.submit` limit once shortened;
+/// shortening keeps the first three codes of every diagnosis, and says so with a flag.
+#[test]
+fn every_worksheet_fits_a_signed_call_after_fitting() {
+    let reference = reference();
+    let limit = medicodax_wire::tools::MAX_WORKSHEET_BYTES;
+    let codes = |w: &Worksheet| w.diagnoses.iter().flat_map(|d| d.suggestions.iter().take(3).map(|s| s.code.clone())).collect::<Vec<_>>();
+    let mut sizes = Vec::new();
+    for bundle in bundles() {
+        let w = build_worksheet(bundle, &reference);
+        let fitted = medicodax_coding::fit_for_submission(&w, limit).expect("every bundled worksheet fits once shortened");
+        assert!(serde_json::to_vec(&fitted).unwrap().len() <= limit);
+        if fitted != w {
+            assert!(fitted.has_flag(FlagKind::Trimmed));
+            assert_eq!(codes(&fitted), codes(&w));
+        }
+        sizes.push((serde_json::to_vec(&w).unwrap().len(), w));
+    }
+    // The largest worksheet, squeezed below its own size, is shortened and keeps its codes.
+    sizes.sort_by_key(|(n, _)| *n);
+    let (n, big) = sizes.pop().unwrap();
+    let squeezed = medicodax_coding::fit_for_submission(&big, n - 1).expect("shortening frees at least one byte");
+    assert!(serde_json::to_vec(&squeezed).unwrap().len() < n);
+    assert!(squeezed.has_flag(FlagKind::Trimmed));
+    assert_eq!(codes(&squeezed), codes(&big));
+}

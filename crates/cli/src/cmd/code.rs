@@ -118,6 +118,11 @@ pub async fn code_entries(agent: &AgentClient, reference: &Reference, clock: &Sh
         for (entry, result) in entries.iter().zip(&report.results) {
             let EncounterOutcome::Coded { worksheet, time, .. } = &result.outcome else { continue };
             let Some(patient) = entry.patient_id.as_deref().or(worksheet.patient_id.as_deref()) else { continue };
+            // The worksheet travels inside a signed call, bounded by the gateway's call size.
+            let Some(worksheet) = medicodax_coding::fit_for_submission(worksheet, medicodax_wire::tools::MAX_WORKSHEET_BYTES) else {
+                tracing::warn!(encounter = %entry.encounter_id, "the worksheet is too large to hand in, even shortened");
+                continue;
+            };
             let args = json!({
                 "connection": options.connection,
                 "encounter": entry.encounter_id,
