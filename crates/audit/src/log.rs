@@ -128,6 +128,7 @@ pub struct AuditLog {
     head: watch::Receiver<TreeHead>,
     counters: Arc<Counters>,
     db: Db,
+    origin: Arc<str>,
 }
 
 impl AuditLog {
@@ -157,6 +158,7 @@ impl AuditLog {
         {
             return Err(AuditError::LogMismatch { size: cp.size });
         }
+        let origin: Arc<str> = Arc::from(config.origin.as_str());
         let (head_tx, head_rx) = watch::channel(TreeHead { size: frontier.size(), root: to_hex(&frontier.root()) });
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let now = clock.monotonic();
@@ -175,7 +177,12 @@ impl AuditLog {
             head: head_tx,
         };
         tokio::spawn(writer.run(rx));
-        Ok(AuditLog { tx, head: head_rx, counters, db })
+        Ok(AuditLog { tx, head: head_rx, counters, db, origin })
+    }
+
+    /// The log's name, as its checkpoints carry it (`origin`).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Appends a record durably; returns its `seq` and leaf hash once it is committed.

@@ -60,8 +60,9 @@ pub fn ensure_agent_key(data_dir: &Path) -> Result<PathBuf, CliError> {
     Ok(pem)
 }
 
-/// Binds the gateway at `listen`, starts the sandbox, and builds the configuration.
-pub async fn start(listen: &str, data_dir: &Path, clock: SharedClock) -> Result<Embedded, CliError> {
+/// Binds the gateway at `listen`, starts the sandbox, and builds the configuration on
+/// `base` (the defaults with any `MEDICODAX_SECTION__KEY` overrides applied).
+pub async fn start(base: Config, listen: &str, data_dir: &Path, clock: SharedClock) -> Result<Embedded, CliError> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
     let jwks_url = format!("http://{addr}/.well-known/jwks.json");
@@ -76,7 +77,7 @@ pub async fn start(listen: &str, data_dir: &Path, clock: SharedClock) -> Result<
     .await
     .map_err(|e| CliError::Failed(format!("cannot start the sandbox EHRs: {e}")))?;
     let agent_key = ensure_agent_key(data_dir)?;
-    let config = config_for(&sandbox, addr, data_dir)?;
+    let config = config_for(base, &sandbox, addr, data_dir)?;
     Ok(Embedded { sandbox, config, listener, addr, agent_key })
 }
 
@@ -84,9 +85,11 @@ fn connection(name: &str, vendor: Vendor, base: String, client: &str) -> Connect
     ConnectionConfig { scopes: medicodax_sandbox::default_scopes(), ..ConnectionConfig::new(name, vendor, &base, client) }
 }
 
-/// The embedded configuration: two sandbox connections, the `coder` role and the coding agent.
-pub fn config_for(sandbox: &SandboxHandle, addr: SocketAddr, data_dir: &Path) -> Result<Config, CliError> {
-    let mut config = Config::default();
+/// The embedded configuration: two sandbox connections, the `coder` and `auditor` roles and
+/// the coding agent, on top of `base` (which keeps the store, keys, coding and gateway
+/// settings the environment gave).
+pub fn config_for(base: Config, sandbox: &SandboxHandle, addr: SocketAddr, data_dir: &Path) -> Result<Config, CliError> {
+    let mut config = base;
     config.gateway.listen = addr.to_string();
     config.connections = vec![
         connection("epic-sandbox", Vendor::Epic, sandbox.epic_fhir_base(), EPIC_CLIENT),
@@ -104,6 +107,6 @@ pub fn config_for(sandbox: &SandboxHandle, addr: SocketAddr, data_dir: &Path) ->
     config.roles.insert("auditor".into(), RoleConfig { tools: vec!["connections.list".into()], ..RoleConfig::default() });
     let (_, jwks) = agent_paths(data_dir);
     config.agents = vec![AgentConfig { id: CODING_AGENT.into(), jwks: Some(jwks), jwks_url: None, roles: vec![CODER.into()], may_act_for: vec![format!("role:{CODER}")] }];
-    config.validate().map_err(|e| CliError::Failed(format!("embedded configuration: {e}")))?;
+    config.validate().map_err(|e| CliError::Usage(format!("embedded configuration: {e}")))?;
     Ok(config)
 }

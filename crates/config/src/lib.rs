@@ -410,6 +410,12 @@ impl Config {
         if self.gateway.listen.parse::<std::net::SocketAddr>().is_err() {
             issue("gateway.listen".into(), format!("{:?} is not an address:port such as 127.0.0.1:8080", self.gateway.listen));
         }
+        if let Some(a) = &self.gateway.audience {
+            let ok = url::Url::parse(a).is_ok_and(|u| matches!(u.scheme(), "https" | "http" | "urn") && u.fragment().is_none());
+            if !ok {
+                issue("gateway.audience".into(), format!("{a:?} is not an absolute https:// URL (or urn:) naming this gateway"));
+            }
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.gateway.max_call_bytes) {
             issue("gateway.max_call_bytes".into(), "must be between 1024 and 16777216".into());
         }
@@ -536,12 +542,24 @@ impl Config {
     }
 }
 
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     medicodax_wire::tools::valid_connection_name(s)
 }
 
 fn check_url(u: &str, path: &str, issue: &mut impl FnMut(String, String)) {
     match url::Url::parse(u) {
+        Ok(parsed) if parsed.scheme() == "http" && !is_loopback(&parsed) => {
+            issue(path.into(), "uses http:// to a host that is not this machine: tokens and client assertions would travel in clear text; use https://".into());
+        }
         Ok(parsed) if parsed.scheme() == "https" || parsed.scheme() == "http" => {
             if !parsed.username().is_empty() || parsed.password().is_some() {
                 issue(path.into(), "must not carry credentials".into());

@@ -158,3 +158,27 @@ fn token_rate_overrides_parse_and_are_checked() {
     let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, vec!["connections[0].token_rate_per_minute", "connections[0].max_lifetime"]);
 }
+
+#[test]
+fn cleartext_to_a_remote_ehr_and_a_bad_audience_are_refused() {
+    let text = r#"
+[gateway]
+audience = "not a url"
+[[connections]]
+name = "remote"
+vendor = "epic"
+fhir_base = "http://ehr.example.org/api/FHIR/R4"
+client_id = "c"
+[[connections]]
+name = "local"
+vendor = "generic"
+fhir_base = "http://127.0.0.1:9000/fhir"
+client_id = "c"
+"#;
+    let ConfigError::Invalid(issues) = Config::from_toml(text).unwrap_err() else { panic!("expected Invalid") };
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["gateway.audience", "connections[0].fhir_base"], "{issues:?}");
+    assert!(issues[1].message.contains("https://"), "{}", issues[1].message);
+    assert!(Config::from_toml("[gateway]\naudience = \"https://gateway.example.org\"\n").is_ok());
+    assert!(Config::from_toml("[gateway]\naudience = \"urn:medicodax:test\"\n").is_ok());
+}

@@ -150,6 +150,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     }
     let verifier = CallVerifier::new(&audience, config.gateway.max_call_bytes, config.gateway.leeway_secs, agents, Arc::clone(&clock));
     let policy = Policy::from_config(&config);
+    check_policy(&config, &policy)?;
 
     // Store, audit log, users.
     let url = config.store.url.clone().unwrap_or_else(|| default_store_url(&paths.data_dir));
@@ -191,6 +192,45 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
     gw.hold_lock(lock);
     let gw = Arc::new(gw);
     Ok((gw, startup))
+}
+
+/// Refuses at startup what the policy could not use as written: a mistyped scope, tool,
+/// redaction path or patient id would otherwise fail open (a redaction that matches
+/// nothing exposes the field) or silently grant nothing.
+fn check_policy(config: &Config, policy: &Policy) -> Result<(), StartError> {
+    use medicodax_policy::{PolicyWarning as W, ScopeError, scope::parse_scope};
+    let mut problems = Vec::new();
+    for (name, role) in &config.roles {
+        for s in &role.scopes {
+            if let Err(e) = parse_scope(s) {
+                let why = if e == ScopeError::NotResourceScope { "is not a SMART resource scope such as system/Patient.rs".to_owned() } else { e.to_string() };
+                problems.push(format!("roles.{name}.scopes: {s:?} {why}"));
+            }
+        }
+    }
+    for c in &config.connections {
+        for s in &c.scopes {
+            if let Err(e) = parse_scope(s) {
+                problems.push(format!("connections[{:?}].scopes: {s:?}: {e}", c.name));
+            }
+        }
+    }
+    for w in policy.warnings() {
+        match w {
+            W::UnknownRedactionPath { role, path } => problems.push(format!("roles.{role}.redact: {path:?} is not an element of that FHIR R4 resource type (a misspelt redaction would expose the field)")),
+            W::IgnoredRedactionPath { role, path, why } => problems.push(format!("roles.{role}.redact: {path:?}: {why}")),
+            W::UnknownTool { role, tool } => problems.push(format!("roles.{role}.tools: unknown tool {tool:?}")),
+            W::InvalidPatientId { role, index } => problems.push(format!("roles.{role}.patients[{index}] is not a FHIR id")),
+            W::UnknownAgentRole { agent, role } => problems.push(format!("agents {agent:?}: no role named {role:?}")),
+            W::IgnoredScope { .. } => {} // reported above with its path
+            other => tracing::warn!(warning = ?other, "policy"),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StartError::Config(format!("the configuration has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))))
+    }
 }
 
 /// Advances key rotation schedules once a minute and audits each step ([`Gateway::tick_keys`]).

@@ -85,7 +85,8 @@ impl Failure {
     }
 
     fn fhir(e: &FhirError) -> Self {
-        let mut p = ApiProblem::new(e.problem_code(), e.to_string());
+        tracing::debug!(code = e.code(), status = ?e.upstream_status(), "EHR request failed");
+        let mut p = ApiProblem::new(e.problem_code(), ehr_error_detail(e));
         if let Some(d) = e.retry_after() {
             p = p.retry_after(Gateway::retry_secs(d));
         }
@@ -284,10 +285,48 @@ fn fail_closed(q: &medicodax_policy::PlannedQuery, out: &SearchOutcome) -> Optio
     }
 }
 
+/// What an agent is told about an EHR failure: the status, the OperationOutcome issue
+/// codes and our error class — never the EHR's free text (diagnostics, HTML pages), which
+/// may name patients and would bypass redaction and patient lists.
+pub fn ehr_error_detail(e: &FhirError) -> String {
+    let mut s = match (e.problem_code(), e.upstream_status()) {
+        (ProblemCode::NotFound, _) => "the EHR has no such resource".to_owned(),
+        (_, Some(status)) => format!("the EHR answered HTTP {status}"),
+        (ProblemCode::EhrTimeout, None) => "the EHR did not answer in time".to_owned(),
+        (ProblemCode::RateLimited, None) => "the connection's request budget is spent; retry after Retry-After".to_owned(),
+        (_, None) => "the EHR request did not complete".to_owned(),
+    };
+    let issues: Vec<String> = e
+        .issues()
+        .iter()
+        .take(5)
+        .map(|i| match &i.detail_code {
+            Some(d) => format!("{} {} ({d})", i.severity, i.code),
+            None => format!("{} {}", i.severity, i.code),
+        })
+        .collect();
+    if !issues.is_empty() {
+        s.push_str(&format!("; issues: {}", issues.join(", ")));
+    }
+    s.push_str(&format!(" [{}]", e.code()));
+    s
+}
+
+/// An OperationOutcome warning as an agent may see it: severity, code and detail code,
+/// without the EHR's free text.
+fn agent_warning(w: &Warning) -> Warning {
+    if w.code == "operation-outcome" {
+        let head = w.detail.split(": ").next().unwrap_or_default();
+        Warning { code: w.code.clone(), detail: head.to_owned() }
+    } else {
+        w.clone()
+    }
+}
+
 fn outcome_warnings(out: &SearchOutcome) -> Vec<Warning> {
-    let mut w = out.warnings.clone();
+    let mut w: Vec<Warning> = out.warnings.iter().map(agent_warning).collect();
     for e in &out.errors {
-        w.push(Warning { code: e.code().to_owned(), detail: e.to_string() });
+        w.push(Warning { code: e.code().to_owned(), detail: ehr_error_detail(e) });
     }
     if out.limit_reached {
         w.push(Warning { code: "max-results".into(), detail: format!("stopped at {} results, the limit asked for; the EHR may have more", out.resources.len()) });
@@ -422,7 +461,7 @@ async fn encounter_bundle(ehr: &Ehr, access: &Access, encounter: &FhirId, ctx: &
             }
             Err(e) => {
                 incomplete = true;
-                warnings.push(Warning { code: e.code().to_owned(), detail: format!("{t}: {e}") });
+                warnings.push(Warning { code: e.code().to_owned(), detail: format!("{t}: {}", ehr_error_detail(&e)) });
             }
         }
     }

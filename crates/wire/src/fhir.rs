@@ -108,6 +108,10 @@ impl FhirId {
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
             return Err(InvalidFhirId { reason: "it holds a character outside the grammar" });
         }
+        if s.bytes().all(|b| b == b'.') {
+            // `.` and `..` are URL path segments: `Patient/..` would address the base.
+            return Err(InvalidFhirId { reason: "it is only dots, which URLs read as path segments" });
+        }
         Ok(Self(s.to_owned()))
     }
 
@@ -154,11 +158,12 @@ mod tests {
     #[test]
     fn fhir_id_grammar() {
         assert!(FhirId::new("pt-1001").is_ok());
+        assert!(FhirId::new("1.2.840").is_ok(), "dots inside an id are fine");
         assert!(FhirId::new("769f1a0e-1e59-4a73-8263-1aef04848a27").is_ok());
         assert!(FhirId::new(&"a".repeat(64)).is_ok());
         assert_eq!(FhirId::new("").unwrap_err().reason, "it is empty");
         assert!(FhirId::new(&"a".repeat(65)).is_err());
-        for bad in ["a/b", "a b", "../x", "a?b", "ä", "a_b"] {
+        for bad in ["a/b", "a b", "../x", "a?b", "ä", "a_b", ".", "..", "..."] {
             assert!(FhirId::new(bad).is_err(), "{bad}");
         }
         assert!(serde_json::from_str::<FhirId>(r#""x/y""#).is_err());

@@ -165,7 +165,7 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
     }
     let started = Instant::now();
     let clock = SystemClock::shared();
-    let embedded::Embedded { sandbox, config, listener, addr, agent_key } = embedded::start("127.0.0.1:0", &ctx.data_dir, Arc::clone(&clock)).await?;
+    let embedded::Embedded { sandbox, config, listener, addr, agent_key } = embedded::start(ctx.config()?, "127.0.0.1:0", &ctx.data_dir, Arc::clone(&clock)).await?;
     let paths = Paths { data_dir: ctx.data_dir.clone(), config_dir: std::env::current_dir().unwrap_or_default() };
     let (gw, startup) = server::build(config, &paths, Arc::clone(&clock)).await.map_err(super::serve::start_error)?;
     super::serve::ensure_coder(&gw).await?;
@@ -200,7 +200,7 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
     // Sign a checkpoint now and verify the whole log.
     gw.audit.checkpoint().await.map_err(fail)?;
     let keys = medicodax_audit::CheckpointKeys::new(gw.keys.verifying_keys());
-    let report = medicodax_audit::verify(gw.audit.db(), &keys, &medicodax_audit::VerifyOptions { origin: gw.audit.db().log_origin().await.map_err(fail)?, external_checkpoint: None })
+    let report = medicodax_audit::verify(gw.audit.db(), &keys, &medicodax_audit::VerifyOptions { origin: Some(gw.audit.origin().to_owned()), external_checkpoint: None })
         .await
         .map_err(fail)?;
 

@@ -36,7 +36,7 @@ impl Env {
                 Ok(Env { gateway, url: None, agent_key: None, sandbox: None, stop: None, server: None })
             }
             None => {
-                let e = embedded::start("127.0.0.1:0", &ctx.data_dir, Arc::clone(&clock)).await?;
+                let e = embedded::start(ctx.config()?, "127.0.0.1:0", &ctx.data_dir, Arc::clone(&clock)).await?;
                 let paths = Paths { data_dir: ctx.data_dir.clone(), config_dir: std::env::current_dir().unwrap_or_default() };
                 let (gateway, startup) = server::build(e.config, &paths, Arc::clone(&clock)).await.map_err(super::serve::start_error)?;
                 super::serve::ensure_coder(&gateway).await?;

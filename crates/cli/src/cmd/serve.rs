@@ -58,6 +58,9 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
         Some(path) => {
             let mut config = ctx.config()?;
             if let Some(l) = &a.listen {
+                if l.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(CliError::Usage(format!("--listen {l:?} is not an address:port such as 127.0.0.1:8080")));
+                }
                 config.gateway.listen = l.clone();
             }
             let listener = tokio::net::TcpListener::bind(&config.gateway.listen).await.map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", config.gateway.listen)))?;
@@ -65,8 +68,12 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
             (config, listener, None, dir)
         }
         None => {
-            let listen = a.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".to_owned());
-            let e = embedded::start(&listen, &ctx.data_dir, Arc::clone(&clock)).await?;
+            let base = ctx.config()?;
+            let listen = a.listen.clone().unwrap_or_else(|| base.gateway.listen.clone());
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(CliError::Usage(format!("{listen:?} is not an address:port such as 127.0.0.1:8080")));
+            }
+            let e = embedded::start(base, &listen, &ctx.data_dir, Arc::clone(&clock)).await?;
             eprintln!("sandbox EHRs: Epic-like {}  eClinicalWorks-like {}", e.sandbox.epic_fhir_base(), e.sandbox.ecw_fhir_base());
             (e.config, e.listener, Some(e.sandbox), std::env::current_dir().unwrap_or_default())
         }

@@ -372,7 +372,7 @@ pub struct VerifyCache {
 pub async fn run_verify(gw: &Gateway) -> VerifyView {
     let now = gw.clock.now_unix_millis();
     let keys = CheckpointKeys::new(gw.keys.verifying_keys());
-    let options = VerifyOptions { origin: Some(gw.audience().to_owned()), external_checkpoint: None };
+    let options = VerifyOptions { origin: Some(gw.audit.origin().to_owned()), external_checkpoint: None };
     match medicodax_audit::verify(gw.audit.db(), &keys, &options).await {
         Ok(r) => VerifyView {
             ok: r.ok,
