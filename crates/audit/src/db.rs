@@ -149,6 +149,7 @@ impl Db {
                     .statement_cache_capacity(STATEMENT_CACHE);
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
                     .connect_with(opts)
                     .await
                     .map_err(|e| AuditError::Connect { backend: "postgres", reason: e.to_string() })?;

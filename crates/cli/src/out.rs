@@ -27,3 +27,29 @@ pub fn json<T: serde::Serialize + ?Sized>(value: &T) {
         }
     }
 }
+
+/// Standard output as a `Write` for streaming exports: a closed pipe ends the process
+/// quietly with success, like [`line`].
+pub struct PipeOut(std::io::Stdout);
+
+impl PipeOut {
+    /// Standard output.
+    pub fn new() -> Self {
+        PipeOut(std::io::stdout())
+    }
+}
+
+impl Write for PipeOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(|e| quiet_on_broken_pipe(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(|e| quiet_on_broken_pipe(e))
+    }
+}
+
+fn quiet_on_broken_pipe(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+}

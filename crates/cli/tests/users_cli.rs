@@ -90,4 +90,34 @@ fn users_add_passwd_list_and_exit_codes() {
         let users = medicodax_gateway::users::UserStore::open(db).await.unwrap();
         assert!(users.get("carol").await.unwrap().is_none(), "no bad usage created a user");
     });
+
+    // Each change is in the audit log, under the gateway's signed checkpoint, and the log verifies.
+    let tail = run(&data, &["audit", "tail", "-n", "50"], None);
+    assert_eq!(code(&tail), 0, "{}", String::from_utf8_lossy(&tail.stderr));
+    let events: Vec<(String, String)> = String::from_utf8(tail.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let ev = v.pointer("/entry/record/event")?.as_str()?.to_owned();
+            Some((ev, v.pointer("/entry/record/subject")?.as_str()?.to_owned()))
+        })
+        .filter(|(e, _)| e.starts_with("user."))
+        .collect();
+    let want = [("user.created", "alice"), ("user.created", "bob"), ("user.password_changed", "alice")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(events, want);
+    let verify = run(&data, &["audit", "verify", "--json"], None);
+    assert_eq!(code(&verify), 0, "{}", String::from_utf8_lossy(&verify.stderr));
+
+    // While a gateway holds the data folder, the command refuses (exit 1) and changes nothing.
+    let lock = medicodax_gateway::server::lock_data_dir(&data).unwrap();
+    let busy = run(&data, &["users", "add", "dave", "--role", "coder", "--password-stdin"], Some("correct horse battery\n"));
+    assert_eq!(code(&busy), 1);
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("a gateway is running"), "{}", String::from_utf8_lossy(&busy.stderr));
+    drop(lock);
+    rt.block_on(async {
+        let db = medicodax_audit::Db::connect(&medicodax_gateway::server::default_store_url(&data)).await.unwrap();
+        let users = medicodax_gateway::users::UserStore::open(db).await.unwrap();
+        assert!(users.get("dave").await.unwrap().is_none());
+    });
 }

@@ -118,6 +118,8 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
         let _ = std::fs::set_permissions(&paths.data_dir, std::fs::Permissions::from_mode(0o700));
     }
     let lock = lock_data_dir(&paths.data_dir)?;
+    // Install the metrics recorder now, so nothing counted before the first scrape is lost.
+    let _ = crate::metrics::handle();
     let config = Arc::new(config);
     let audience = config.gateway.audience();
     let now = clock.now_unix();

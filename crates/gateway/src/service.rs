@@ -247,7 +247,16 @@ impl Gateway {
                 let mut ctx = ToolContext::new(connection.clone());
                 let r = match expected.and_then(|e| e.mismatch(claims)) {
                     Some(denied) => Err(denied),
-                    None => tools::execute(self, &call, &mut ctx).await,
+                    None => {
+                        // No call runs past its own expiry (plus leeway), nor past two minutes:
+                        // a slow EHR must not hold an agent's call while retries pile up.
+                        let left = claims.exp.0.saturating_add(self.config.gateway.leeway_secs).saturating_sub(self.clock.now_unix());
+                        let budget = Duration::from_secs(u64::try_from(left).unwrap_or(0).clamp(5, 120));
+                        tokio::select! {
+                            r = tools::execute(self, &call, &mut ctx) => r,
+                            _ = self.clock.sleep(budget) => Err(tools::Failure::out_of_time(budget)),
+                        }
+                    }
                 };
                 (a.seq, (r, ctx))
             }

@@ -110,7 +110,8 @@ pub enum SessionError {
 /// Limits on failed logins.
 #[derive(Clone, Copy, Debug)]
 pub struct LoginLimits {
-    /// Failures allowed per user name within the window.
+    /// Failures allowed per user name *from one client address* within the window (so
+    /// nobody can lock a user out from elsewhere by guessing wrong on purpose).
     pub per_user: usize,
     /// Failures allowed per client address within the window.
     pub per_addr: usize,
@@ -122,6 +123,10 @@ impl Default for LoginLimits {
     fn default() -> Self {
         LoginLimits { per_user: 5, per_addr: 20, window_ms: 15 * 60 * 1000 }
     }
+}
+
+fn user_key(user: &str, addr: &str) -> String {
+    format!("{user}\u{0}{addr}")
 }
 
 /// The most keys a failure table holds before it is pruned of expired entries.
@@ -189,7 +194,7 @@ impl LoginLimiter {
     pub fn check(&self, user: &str, addr: &str, now_ms: i64) -> Result<(), i64> {
         let l = self.limits;
         let mut s = self.lock();
-        let u = over(&mut s.by_user, user, l.per_user, now_ms, l.window_ms);
+        let u = over(&mut s.by_user, &user_key(user, addr), l.per_user, now_ms, l.window_ms);
         let a = over(&mut s.by_addr, addr, l.per_addr, now_ms, l.window_ms);
         match u.max(a) {
             Some(ms) => Err(ms),
@@ -201,13 +206,13 @@ impl LoginLimiter {
     pub fn failed(&self, user: &str, addr: &str, now_ms: i64) {
         let w = self.limits.window_ms;
         let mut s = self.lock();
-        push(&mut s.by_user, user, now_ms, w);
+        push(&mut s.by_user, &user_key(user, addr), now_ms, w);
         push(&mut s.by_addr, addr, now_ms, w);
     }
 
-    /// Forgets a user's failures after a successful login (the address keeps its count).
-    pub fn succeeded(&self, user: &str) {
-        self.lock().by_user.remove(user);
+    /// Forgets a user's failures from `addr` after a successful login (the address keeps its count).
+    pub fn succeeded(&self, user: &str, addr: &str) {
+        self.lock().by_user.remove(&user_key(user, addr));
     }
 }
 
@@ -526,19 +531,20 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_per_user_and_per_address() {
+    fn failed_logins_are_limited_per_user_and_address_and_per_address() {
         let l = LoginLimiter::new(LoginLimits { per_user: 3, per_addr: 5, window_ms: 60_000 });
         for i in 0..3 {
             assert_eq!(l.check("alice", "10.0.0.1", i), Ok(()));
             l.failed("alice", "10.0.0.1", i);
         }
-        assert_eq!(l.check("alice", "10.0.0.9", 1000), Err(59_000), "the user is locked from any address");
+        assert_eq!(l.check("alice", "10.0.0.1", 1000), Err(59_000), "alice is locked from that address");
+        assert_eq!(l.check("alice", "10.0.0.9", 1000), Ok(()), "wrong guesses elsewhere cannot lock alice out");
         assert_eq!(l.check("bob", "10.0.0.1", 1000), Ok(()), "three failures are under the address limit");
         l.failed("bob", "10.0.0.1", 1000);
         l.failed("carol", "10.0.0.1", 1000);
         assert_eq!(l.check("dave", "10.0.0.1", 1000), Err(59_000), "the address is locked for every user");
-        assert_eq!(l.check("alice", "10.0.0.9", 60_000), Ok(()), "the window passed");
-        l.succeeded("alice");
+        assert_eq!(l.check("alice", "10.0.0.1", 60_000), Ok(()), "the window passed");
+        l.succeeded("alice", "10.0.0.1");
         assert_eq!(l.check("dave", "10.0.0.1", 61_000), Ok(()));
     }
 }

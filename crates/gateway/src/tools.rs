@@ -93,6 +93,15 @@ impl Failure {
         Failure { problem: p, decision: Decision::Failed, reason: format!("ehr: {}", e.code()) }
     }
 
+    /// The call's time ran out before the EHR answered.
+    pub fn out_of_time(budget: std::time::Duration) -> Self {
+        Failure {
+            problem: ApiProblem::new(ProblemCode::EhrTimeout, format!("the EHR did not answer within the call's time ({} s); sign a new call to try again", budget.as_secs())),
+            decision: Decision::Failed,
+            reason: "ehr: call deadline".into(),
+        }
+    }
+
     fn internal(reason: impl Into<String>) -> Self {
         Failure { problem: ApiProblem::new(ProblemCode::Internal, "the gateway failed; the audit log holds the details"), decision: Decision::Failed, reason: reason.into() }
     }

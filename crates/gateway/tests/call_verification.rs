@@ -147,6 +147,10 @@ async fn pitfall_34_claims_matrix() {
     // jti bounds, unknown claims, unknown issuer.
     assert!(matches!(ok(with(&|c| c["jti"] = json!("x".repeat(129)))).await, Err(VerifyError::BadJti)));
     assert!(matches!(ok(with(&|c| c["jti"] = json!(""))).await, Err(VerifyError::BadJti)));
+    for bad in ["a\u{0}b", "line\nbreak", "tab\there", "esc\u{1b}[31m", "rtl\u{202e}txt", "iso\u{2066}late"] {
+        assert!(matches!(ok(with(&|c| c["jti"] = json!(bad))).await, Err(VerifyError::BadJti)), "{bad:?}");
+    }
+    assert!(ok(with(&|c| c["jti"] = json!("ünïcode-ok-7f3a"))).await.is_ok(), "printable non-ASCII is fine");
     assert!(matches!(ok(with(&|c| c["jku"] = json!("https://evil.example/jwks"))).await, Err(VerifyError::Claims(_))));
     assert!(matches!(ok(with(&|c| c["iss"] = json!("someone-else"))).await, Err(VerifyError::UnknownIssuer)));
 }

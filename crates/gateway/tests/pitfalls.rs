@@ -805,3 +805,45 @@ async fn the_key_ticker_audits_activation_on_its_own() {
     ticker.abort();
     assert!(seen, "the ticker audited {want:?}");
 }
+
+/// A slow EHR cannot hold a call past its own expiry plus leeway (two minutes at most):
+/// the gateway answers 504 `ehr-timeout` with a receipt, and the outcome record says the
+/// call ran out of time.
+#[tokio::test]
+async fn a_call_that_outlives_its_time_waiting_for_the_ehr_fails_with_504() {
+    let (clock, env) = start_on_manual_clock().await;
+    token_endpoint(&env, 200, granted("system/Patient.read")).await;
+    let patient = json!({"resourceType": "Patient", "id": "pt-1001"});
+    Mock::given(method("GET")).and(path("/fhir/r4/Patient/pt-1001")).respond_with(fhir_json(&patient).set_delay(Duration::from_secs(600))).mount(&env.ehr).await;
+    let c = sign(&env, "fhir.read", json!({"connection": CONN, "type": "Patient", "id": "pt-1001"}));
+    // Its own expiry plus the 30 s leeway, capped at two minutes.
+    let budget = (c.claims.exp.0 + 30 - NOW).clamp(5, 120);
+    let pending = tokio::spawn({
+        let (http, url, jws) = (env.http.clone(), env.url.clone(), c.jws.clone());
+        async move {
+            let r = http.post(format!("{url}/v1/calls")).header("content-type", "application/jwt").body(jws).send().await.unwrap();
+            let receipt = r.headers().get(medicodax_gateway::http::RECEIPT_HEADER).map(|v| v.to_str().unwrap().to_owned());
+            Answer { status: r.status().as_u16(), receipt, body: r.bytes().await.unwrap().to_vec() }
+        }
+    });
+    // Once the EHR holds the request, move the gateway's clock to one second short of the
+    // deadline (nothing happens), then past it.
+    while ehr_requests(&env, "/fhir/r4/Patient").await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    clock.advance(Duration::from_secs(u64::try_from(budget).unwrap() - 1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if pending.is_finished() {
+        let a = pending.await.unwrap();
+        panic!("the call should still wait within its time: {} {}", a.status, String::from_utf8_lossy(&a.body));
+    }
+    clock.advance(Duration::from_secs(2));
+    let a = tokio::time::timeout(Duration::from_secs(20), pending).await.expect("answered once the deadline passed").unwrap();
+    assert_eq!(a.status, 504, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["code"], "ehr-timeout");
+    assert!(a.json()["detail"].as_str().unwrap().contains(&format!("({budget} s)")), "{}", a.json());
+    assert!(receipt(&env, &a, &c).await.is_ok(), "a timed-out call still gets a receipt");
+    let o = outcome(&env, &c.claims.jti).await;
+    assert_eq!(o.decision, Decision::Failed);
+    assert_eq!(o.reason.as_deref(), Some("ehr: call deadline"));
+}

@@ -131,7 +131,7 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
         Action::Export { format, from } => {
             let format = if format == "bundle" { medicodax_audit::fhir::ExportFormat::Bundle } else { medicodax_audit::fhir::ExportFormat::Ndjson };
             let options = medicodax_audit::fhir::ExportOptions { from_seq: from, ..medicodax_audit::fhir::ExportOptions::new(origin, format) };
-            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let mut out = std::io::BufWriter::new(crate::out::PipeOut::new());
             let summary = medicodax_audit::export_fhir(&db, &options, &mut out).await.map_err(fail)?;
             drop(out);
             eprintln!("exported {} AuditEvents ({} calls)", summary.events, summary.calls);

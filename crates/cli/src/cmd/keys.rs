@@ -64,7 +64,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
         }
         Action::Rotate { connection } => {
             // One writer per data folder: refuse while a gateway runs on it.
-            let _lock = medicodax_gateway::server::lock_data_dir(&ctx.data_dir).map_err(super::serve::start_error)?;
+            let _lock = super::offline_audit::lock(ctx, "rotate keys from the dashboard's Integrations page")?;
             let (ring_dir, name) = match &connection {
                 None => (ctx.gateway_key_dir(), "gateway".to_owned()),
                 Some(c) => {
@@ -80,7 +80,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             }
             let mut ring = KeyRing::open(&ring_dir).map_err(|e| fail(&e))?;
             let ev = ring.start_rotation(now).map_err(|e| fail(&e))?;
-            audit_ring_event(ctx, &config, &ev).await?;
+            super::offline_audit::append(ctx, &config, medicodax_gateway::server::ring_event(&ev, 0)).await?;
             crate::out::json(&ev);
         }
         Action::Jwks => {
@@ -88,21 +88,5 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             crate::out::json(&ring.published(now));
         }
     }
-    Ok(())
-}
-
-/// Writes a key-ring step to the audit log, signing the log's checkpoint with the gateway key.
-async fn audit_ring_event(ctx: &Context, config: &medicodax_config::Config, ev: &medicodax_jose::RingEvent) -> Result<(), CliError> {
-    use medicodax_audit::{AuditLog, Db, LogConfig};
-    let fail = |e: &dyn std::fmt::Display| CliError::Failed(format!("the rotation started but could not be audited: {e}"));
-    let url = config.store.url.clone().unwrap_or_else(|| medicodax_gateway::server::default_store_url(&ctx.data_dir));
-    let db = Db::connect(&url).await.map_err(|e| fail(&e))?;
-    let origin = db.log_origin().await.map_err(|e| fail(&e))?.unwrap_or_else(|| config.gateway.audience());
-    let ring = KeyRing::open(&ctx.gateway_key_dir()).map_err(|e| fail(&e))?;
-    let clock = SystemClock::shared();
-    let signer = move |now: i64| ring.signer(now);
-    let log = AuditLog::open(db, signer, clock.clone(), LogConfig::new(origin)).await.map_err(|e| fail(&e))?;
-    log.append_event(medicodax_gateway::server::ring_event(ev, clock.now_unix_millis())).await.map_err(|e| fail(&e))?;
-    log.shutdown().await.map_err(|e| fail(&e))?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod call;
 pub mod keys;
 pub mod mcp;
+pub mod offline_audit;
 pub mod serve;
 pub mod users;
 pub mod agent_args;

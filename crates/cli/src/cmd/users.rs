@@ -115,6 +115,10 @@ fn password(src: &PasswordSource) -> Result<(String, bool), CliError> {
     Ok((first, false))
 }
 
+fn user_event(event: &str, name: &str, detail: serde_json::Value) -> medicodax_wire::audit::SystemEvent {
+    medicodax_wire::audit::SystemEvent { time_ms: 0, event: event.into(), subject: name.into(), detail }
+}
+
 pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
     let now = SystemClock::new().now_unix_millis();
     match args.action {
@@ -123,9 +127,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             if let Some(bad) = roles.iter().find(|r| !DASHBOARD_ROLES.contains(&r.as_str()) && !config.roles.contains_key(*r)) {
                 return Err(CliError::Usage(format!("role {bad:?} is neither a dashboard role ({}) nor a policy role of the configuration", DASHBOARD_ROLES.join(", "))));
             }
+            let _lock = super::offline_audit::lock(ctx, "add users from the dashboard's Users page (as admin)")?;
             let (pw, generated) = password(&src)?;
             let store = open_store(ctx).await?;
             store.add(&name, &pw, &roles, now).await.map_err(user_error)?;
+            super::offline_audit::append(ctx, &config, user_event("user.created", &name, serde_json::json!({"roles": roles, "by": "command line"}))).await?;
             eprintln!("added user {name} with roles {}", roles.join(", "));
             if generated {
                 crate::out::line(&format!("password for {name}: {pw}"));
@@ -133,9 +139,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             }
         }
         Action::Passwd { name, password: src } => {
+            let _lock = super::offline_audit::lock(ctx, "change passwords from the dashboard's Users page (as admin)")?;
+            let config = ctx.config()?;
             let (pw, generated) = password(&src)?;
             let store = open_store(ctx).await?;
             store.set_password(&name, &pw, now).await.map_err(user_error)?;
+            super::offline_audit::append(ctx, &config, user_event("user.password_changed", &name, serde_json::json!({"by": "command line"}))).await?;
             eprintln!("changed the password of {name}");
             if generated {
                 crate::out::line(&format!("password for {name}: {pw}"));

@@ -68,7 +68,7 @@ pub enum VerifyError {
     #[error("{0}")]
     Time(#[from] TimeError),
     /// `jti` empty or too long.
-    #[error("jti must be 1 to {MAX_JTI_LEN} characters")]
+    #[error("jti must be 1 to {MAX_JTI_LEN} characters, without control or direction-override characters")]
     BadJti,
 }
 
@@ -154,7 +154,7 @@ impl CallVerifier {
             return Err(VerifyError::Audience { expected: self.audience.clone() });
         }
         self.rules.check(self.clock.now_unix(), claims.iat.0, claims.nbf.map(|n| n.0), claims.exp.0)?;
-        if claims.jti.is_empty() || claims.jti.chars().count() > MAX_JTI_LEN {
+        if claims.jti.is_empty() || claims.jti.chars().count() > MAX_JTI_LEN || claims.jti.chars().any(|c| c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')) {
             return Err(VerifyError::BadJti);
         }
         Ok(VerifiedCall { call_hash: sha256_hex(text.as_bytes()), jws: text.to_owned(), alg, kid: key.kid().map(str::to_owned), claims })

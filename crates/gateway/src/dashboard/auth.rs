@@ -78,7 +78,7 @@ pub async fn login(state: Dash, ClientAddr(addr): ClientAddr, headers: HeaderMap
         audit_event(&state, "user.login_failed", &loggable_name(&user), serde_json::json!({"reason": "bad_credentials", "client": addr})).await?;
         return login_form(&state, StatusCode::UNAUTHORIZED, &user, Some("Wrong user name or password.".into()));
     };
-    state.sessions.limiter.succeeded(&found.name);
+    state.sessions.limiter.succeeded(&found.name, &addr);
     let (token, claims) = state.sessions.issue(&found.name, &found.roles).map_err(|e| PageError::internal("session", &e))?;
     audit_event(&state, "user.login", &found.name, serde_json::json!({"roles": found.roles, "client": addr, "session": claims.jti, "expires": claims.exp})).await?;
     metrics::counter!("medicodax_dashboard_logins_total", "result" => "ok").increment(1);
