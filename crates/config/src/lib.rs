@@ -330,11 +330,16 @@ pub struct KeysConfig {
     pub consumer_cache_ttl: i64,
     /// `Cache-Control: max-age` of our JWKS, seconds (capped by `publish_lead`).
     pub jwks_max_age: i64,
+    /// Algorithm of the gateway key that signs receipts, checkpoints and dashboard
+    /// sessions: `RS384` (the default) or `ES384` (about a quarter of the signing cost).
+    /// Fixed for a key ring's life: changing it needs a new ring (a new data folder, or
+    /// `keys/gateway` moved aside).
+    pub gateway_alg: String,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        KeysConfig { publish_lead: 24 * 3600, consumer_cache_ttl: 29 * 3600, jwks_max_age: 3600 }
+        KeysConfig { publish_lead: 24 * 3600, consumer_cache_ttl: 29 * 3600, jwks_max_age: 3600, gateway_alg: "RS384".into() }
     }
 }
 
@@ -532,6 +537,9 @@ impl Config {
         }
         if self.keys.publish_lead < 0 || self.keys.consumer_cache_ttl < 0 || self.keys.jwks_max_age < 0 {
             issue("keys".into(), "times must not be negative".into());
+        }
+        if !matches!(self.keys.gateway_alg.as_str(), "RS384" | "ES384") {
+            issue("keys.gateway_alg".into(), format!("{:?} is not supported for the gateway key: use RS384 or ES384", self.keys.gateway_alg));
         }
         if issues.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(issues)) }
     }

@@ -95,6 +95,8 @@ tools = ["fhir.delete"]
 id = "a"
 roles = ["missing"]
 may_act_for = ["role:nope"]
+[keys]
+gateway_alg = "HS256"
 "#;
     let ConfigError::Invalid(issues) = Config::from_toml(text).unwrap_err() else { panic!("expected Invalid") };
     let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
@@ -111,6 +113,7 @@ may_act_for = ["role:nope"]
         "agents[0].jwks",
         "agents[0].roles[0]",
         "agents[0].may_act_for[0]",
+        "keys.gateway_alg",
     ] {
         assert!(paths.contains(&want), "missing {want} in {paths:?}");
     }
@@ -125,12 +128,14 @@ fn environment_overrides_use_double_underscore_paths() {
         jail.set_env("MEDICODAX_GATEWAY__LISTEN", "127.0.0.1:7070");
         jail.set_env("MEDICODAX_GATEWAY__MAX_CALL_BYTES", "4096");
         jail.set_env("MEDICODAX_STORE__URL", "sqlite://other.db");
+        jail.set_env("MEDICODAX_KEYS__GATEWAY_ALG", "ES384");
         jail.set_env("MEDICODAX_DATA_DIR", "/tmp/not-a-config-key");
         jail.set_env("MEDICODAX_CONFIG", "m.toml");
         let c = Config::load(Some(Path::new("m.toml"))).expect("loads");
         assert_eq!(c.gateway.listen, "127.0.0.1:7070");
         assert_eq!(c.gateway.max_call_bytes, 4096);
         assert_eq!(c.store.url.as_deref(), Some("sqlite://other.db"));
+        assert_eq!(c.keys.gateway_alg, "ES384");
         assert_eq!(c.connections.len(), 2, "file values kept");
         Ok(())
     });

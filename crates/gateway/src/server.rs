@@ -93,6 +93,11 @@ pub fn rotation_policy(config: &Config) -> RotationPolicy {
     RotationPolicy { publish_lead: config.keys.publish_lead, consumer_cache_ttl: config.keys.consumer_cache_ttl, max_token_lifetime: 300, jwks_max_age: config.keys.jwks_max_age }
 }
 
+/// The gateway key's algorithm, from `keys.gateway_alg` (validated: RS384 or ES384).
+pub fn gateway_alg(config: &Config) -> Alg {
+    if config.keys.gateway_alg == "ES384" { Alg::ES384 } else { Alg::RS384 }
+}
+
 /// The SQLite URL used when the configuration names no store.
 pub fn default_store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("medicodax.db").display())
@@ -127,7 +132,7 @@ pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<
 
     // Keys.
     let (ring, mut ring_events) =
-        KeyRing::open_or_create(&paths.data_dir.join("keys").join("gateway"), "gateway", Alg::RS384, rotation, now).map_err(|e| rt(&e))?;
+        KeyRing::open_or_create(&paths.data_dir.join("keys").join("gateway"), "gateway", gateway_alg(&config), rotation, now).map_err(|e| rt(&e))?;
     let keys = Arc::new(GatewayKeys::new(ring, Arc::clone(&clock)));
     let auth = Arc::new(AuthManager::from_config(&config, &paths.data_dir, Arc::clone(&clock)).map_err(|e| StartError::Config(e.to_string()))?);
     ring_events.extend(auth.take_startup_events());

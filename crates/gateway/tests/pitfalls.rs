@@ -53,11 +53,13 @@ struct Options {
     /// The role's patient list.
     patients: Option<Vec<&'static str>>,
     clock: SharedClock,
+    /// `keys.gateway_alg`.
+    gateway_alg: &'static str,
 }
 
 impl Options {
     fn new(requested: &[&'static str], role_scopes: &[&'static str]) -> Self {
-        Options { requested: requested.to_vec(), role_scopes: role_scopes.to_vec(), patients: None, clock: SystemClock::shared() }
+        Options { requested: requested.to_vec(), role_scopes: role_scopes.to_vec(), patients: None, clock: SystemClock::shared(), gateway_alg: "RS384" }
     }
 }
 
@@ -87,7 +89,7 @@ async fn start(o: Options) -> Env {
     std::fs::write(&jwks, json!({"keys": [key.public_jwk()]}).to_string()).unwrap();
     let mut config = Config::default();
     config.gateway.listen = addr.to_string();
-    config.keys = KeysConfig { publish_lead: DAY, consumer_cache_ttl: DAY, jwks_max_age: 3600 };
+    config.keys = KeysConfig { publish_lead: DAY, consumer_cache_ttl: DAY, jwks_max_age: 3600, gateway_alg: o.gateway_alg.into() };
     config.connections = vec![ConnectionConfig {
         scopes: o.requested.iter().map(|s| (*s).to_owned()).collect(),
         token_url: Some(format!("{}/token", ehr.uri())),
@@ -846,4 +848,24 @@ async fn a_call_that_outlives_its_time_waiting_for_the_ehr_fails_with_504() {
     let o = outcome(&env, &c.claims.jti).await;
     assert_eq!(o.decision, Decision::Failed);
     assert_eq!(o.reason.as_deref(), Some("ehr: call deadline"));
+}
+
+/// `keys.gateway_alg = "ES384"`: receipts and checkpoints are signed with a P-384 key that
+/// the published JWKS carries, and both verify as RS384 ones do.
+#[tokio::test]
+async fn an_es384_gateway_key_signs_receipts_and_checkpoints() {
+    let mut o = Options::new(&["system/Patient.read"], &["system/*.rs"]);
+    o.gateway_alg = "ES384";
+    let env = start(o).await;
+    let (c, a) = call(&env, "connections.list", json!({})).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(jws_header(a.receipt.as_deref().unwrap())["alg"], "ES384");
+    let r = receipt(&env, &a, &c).await.expect("the receipt verifies against the published JWKS");
+    assert_eq!(r.claims.decision, Decision::Allowed);
+    let jwks = published(&env).await;
+    assert!(jwks.keys.iter().all(|k| k.kid().is_some()));
+    let cp = env.gw.audit.checkpoint().await.unwrap();
+    assert_eq!(jws_header(&cp.jws)["alg"], "ES384");
+    let report = medicodax_audit::verify(env.gw.audit.db(), &medicodax_audit::CheckpointKeys::from_jwks(&jwks), &medicodax_audit::VerifyOptions { origin: Some(env.gw.audience().to_owned()), external_checkpoint: None }).await.unwrap();
+    assert!(report.ok && report.latest_checkpoint.is_some(), "{report:?}");
 }
