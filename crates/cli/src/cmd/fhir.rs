@@ -1,5 +1,7 @@
 //! `medicodax fhir read|search`: FHIR through a connection's client, as an operator (not
-//! an agent: no policy, but every request is authenticated, rate-budgeted and logged).
+//! an agent: no policy, but every request is authenticated, rate-budgeted and audited:
+//! an `operator.fhir.started` record before the first EHR request, an
+//! `operator.fhir.finished` record, with the resources returned, before anything is printed).
 
 use crate::CliError;
 use crate::context::Context;
@@ -43,6 +45,37 @@ enum Action {
     },
 }
 
+/// Who is at the keyboard, as far as the operating system says.
+fn operator() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("{user} (command line)")
+}
+
+async fn audit(env: &super::env::Env, event: &str, subject: &str, detail: serde_json::Value) -> Result<(), CliError> {
+    let gw = &env.gateway;
+    let e = medicodax_wire::audit::SystemEvent { time_ms: gw.clock.now_unix_millis(), event: event.into(), subject: subject.into(), detail };
+    // If the log cannot be written, nothing is fetched or shown.
+    gw.audit.append_event(e).await.map(|_| ()).map_err(|e| CliError::Failed(format!("the audit log cannot be written, so nothing was fetched or shown: {e}")))
+}
+
+/// The outcome record: each upstream request's method, path and status, and the
+/// resources returned as type/id, or the error.
+async fn finished<E: std::fmt::Display>(env: &super::env::Env, connection: &str, mut detail: serde_json::Value, log: &UpstreamLog, result: Result<&[serde_json::Value], &E>) -> Result<(), CliError> {
+    detail["upstream"] = serde_json::to_value(log.snapshot()).unwrap_or_default();
+    match result {
+        Ok(resources) => {
+            let refs: Vec<String> = resources.iter().map(|r| format!("{}/{}", r.get("resourceType").and_then(|v| v.as_str()).unwrap_or("?"), r.get("id").and_then(|v| v.as_str()).unwrap_or("?"))).collect();
+            detail["resources"] = serde_json::json!(refs);
+            detail["result"] = "ok".into();
+        }
+        Err(e) => {
+            detail["result"] = "failed".into();
+            detail["error"] = e.to_string().into();
+        }
+    }
+    audit(env, "operator.fhir.finished", connection, detail).await
+}
+
 fn parse_type(t: &str) -> Result<ResourceType, CliError> {
     t.parse::<ResourceType>().map_err(|e| CliError::Usage(e.to_string()))
 }
@@ -72,11 +105,16 @@ async fn run_in(env: &super::env::Env, a: &Args) -> Result<(), CliError> {
         CliError::Usage(format!("no connection named {:?}; configured: {}", a.connection, env.gateway.ehrs.keys().cloned().collect::<Vec<_>>().join(", ")))
     })?;
     let log = UpstreamLog::new();
+    let operator = operator();
     match &a.action {
         Action::Read { resource_type, id } => {
             let t = parse_type(resource_type)?;
             let id = FhirId::new(id).map_err(|e| CliError::Usage(e.to_string()))?;
-            let r = ehr.fhir.read(t, &id, &log).await.map_err(|e| CliError::Failed(e.to_string()))?;
+            let request = serde_json::json!({"action": "read", "connection": a.connection, "type": t.as_str(), "id": id.as_str(), "operator": operator});
+            audit(env, "operator.fhir.started", &a.connection, request.clone()).await?;
+            let r = ehr.fhir.read(t, &id, &log).await;
+            finished(env, &a.connection, request, &log, r.as_ref().map(std::slice::from_ref)).await?;
+            let r = r.map_err(|e| CliError::Failed(e.to_string()))?;
             if a.format == "table" { table(std::slice::from_ref(&r)) } else { crate::out::json(&r) }
         }
         Action::Search { resource_type, params, limit } => {
@@ -86,12 +124,15 @@ async fn run_in(env: &super::env::Env, a: &Args) -> Result<(), CliError> {
                 let (k, v) = p.split_once('=').ok_or_else(|| CliError::Usage(format!("{p:?} is not NAME=VALUE")))?;
                 pairs.push((k.to_owned(), v.to_owned()));
             }
+            let request = serde_json::json!({"action": "search", "connection": a.connection, "type": t.as_str(), "params": pairs, "limit": limit, "operator": operator});
             let mut s = Search::from_pairs(t, pairs);
             if let Some(l) = limit {
                 s = s.limit(*l);
             }
-            let out = ehr.fhir.search(&s, &log).await.map_err(|e| CliError::Failed(e.to_string()))?;
-            let result = out.into_search_result();
+            audit(env, "operator.fhir.started", &a.connection, request.clone()).await?;
+            let out = ehr.fhir.search(&s, &log).await.map(|o| o.into_search_result());
+            finished(env, &a.connection, request, &log, out.as_ref().map(|r| r.resources.as_slice())).await?;
+            let result = out.map_err(|e| CliError::Failed(e.to_string()))?;
             for w in &result.warnings {
                 eprintln!("warning: {}: {}", w.code, w.detail);
             }

@@ -263,7 +263,14 @@ pub struct ReviewDecision {
 /// accepted.
 pub fn decide(view: &WorksheetView, form: &[(String, String)]) -> Result<ReviewDecision, String> {
     match form_value(form, "action") {
-        Some("accept") => return Ok(ReviewDecision { status: ReviewStatus::Accepted, final_codes: None, removed: 0, changed: 0, added: 0 }),
+        Some("accept") => {
+            // Any agent may submit a worksheet: accepting one as it stands must not record
+            // something that is not a code.
+            if let Some(bad) = view.diagnoses.iter().find(|d| !d.top_code.is_empty() && normalize_code(&d.top_code).as_deref() != Some(d.top_code.as_str())) {
+                return Err(format!("{:?} is not an ICD-10-CM code: correct or remove it, then Save edits", bad.top_code.chars().take(16).collect::<String>()));
+            }
+            return Ok(ReviewDecision { status: ReviewStatus::Accepted, final_codes: None, removed: 0, changed: 0, added: 0 });
+        }
         Some("edit") => {}
         _ => return Err("choose Accept or Save edits".into()),
     }
@@ -536,6 +543,11 @@ mod tests {
         assert!(decide(&v, &pairs(&[("action", "edit"), ("code.0", "nonsense")])).is_err());
         assert!(decide(&v, &pairs(&[("action", "edit"), ("add", "<b>")])).is_err());
         assert!(decide(&v, &pairs(&[("action", "delete")])).is_err());
+        // A worksheet whose suggestion is not a code cannot be accepted as it stands.
+        let odd = parse_worksheet(&serde_json::json!({"diagnoses": [{"condition_id": "c9", "display": "x", "suggestions": [{"code": "<b>99</b>"}]}]}).to_string());
+        let err = decide(&odd, &pairs(&[("action", "accept")])).unwrap_err();
+        assert!(err.contains("not an ICD-10-CM code"), "{err}");
+        assert!(decide(&odd, &pairs(&[("action", "edit"), ("code.0", "R69")])).is_ok(), "correcting it is the way forward");
         assert!(decide(&v, &[]).is_err());
     }
 }
