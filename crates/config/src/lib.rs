@@ -538,6 +538,18 @@ impl Config {
         if self.keys.publish_lead < 0 || self.keys.consumer_cache_ttl < 0 || self.keys.jwks_max_age < 0 {
             issue("keys".into(), "times must not be negative".into());
         }
+        if let Some(o) = &self.auth.oidc {
+            if o.issuer.trim().is_empty() {
+                issue("auth.oidc.issuer".into(), "must be the issuer's identifier, exactly as its tokens' iss".into());
+            }
+            if o.audience.trim().is_empty() {
+                issue("auth.oidc.audience".into(), "must be the aud the issuer puts in tokens meant for this dashboard (often its client id)".into());
+            }
+            check_url(&o.jwks_url, "auth.oidc.jwks_url", &mut issue);
+            if o.roles_claim.is_empty() || o.roles_claim.split('.').any(str::is_empty) {
+                issue("auth.oidc.roles_claim".into(), "must be a claim name or a dotted path such as realm_access.roles".into());
+            }
+        }
         if !matches!(self.keys.gateway_alg.as_str(), "RS384" | "ES384") {
             issue("keys.gateway_alg".into(), format!("{:?} is not supported for the gateway key: use RS384 or ES384", self.keys.gateway_alg));
         }

@@ -97,6 +97,11 @@ roles = ["missing"]
 may_act_for = ["role:nope"]
 [keys]
 gateway_alg = "HS256"
+[auth.oidc]
+issuer = ""
+audience = "dash"
+jwks_url = "http://idp.example/jwks"
+roles_claim = "realm_access..roles"
 "#;
     let ConfigError::Invalid(issues) = Config::from_toml(text).unwrap_err() else { panic!("expected Invalid") };
     let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
@@ -114,6 +119,9 @@ gateway_alg = "HS256"
         "agents[0].roles[0]",
         "agents[0].may_act_for[0]",
         "keys.gateway_alg",
+        "auth.oidc.issuer",
+        "auth.oidc.jwks_url",
+        "auth.oidc.roles_claim",
     ] {
         assert!(paths.contains(&want), "missing {want} in {paths:?}");
     }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod keys;
 pub mod mcp;
 pub mod metrics;
+pub mod oidc;
 pub mod problem;
 pub mod server;
 pub mod service;

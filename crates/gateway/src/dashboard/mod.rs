@@ -14,7 +14,11 @@
 //! | Me | `/me` | every signed-in user |
 //!
 //! Sign-in is at `/login` (built-in users; see [`crate::sessions`]); `/logout` ends the
-//! session. Every handler is thin: it checks the viewer's role, calls a small service
+//! session. With `[auth.oidc]` configured, a request may instead carry
+//! `Authorization: Bearer` with a JWT from that issuer ([`crate::oidc`]): its roles come
+//! from the token, it needs no CSRF value (a browser never adds that header on its own),
+//! and its first use is audited as `user.bearer`. A refused bearer token gets a 401 with
+//! `WWW-Authenticate`, never a redirect. Every handler is thin: it checks the viewer's role, calls a small service
 //! function of its page module, and renders a template. Pages that change something are
 //! `POST` forms carrying the session's CSRF value. Responses carry a strict Content
 //! Security Policy (scripts and styles only from `/assets/`), `X-Frame-Options: DENY`,
@@ -30,6 +34,8 @@ pub mod savings;
 pub mod users;
 pub mod worksheets;
 
+use crate::calls::agent_keys::{CacheRules, HttpJwksFetcher};
+use crate::oidc::OidcVerifier;
 use crate::service::Gateway;
 use crate::sessions::{SessionClaims, Sessions};
 use crate::users::User;
@@ -58,6 +64,10 @@ pub struct Dashboard {
     pub sessions: Sessions,
     /// The latest audit verification (cached for a minute).
     pub verification: audit::VerifyCache,
+    /// Bearer JWTs from `[auth.oidc]`, when configured.
+    pub oidc: Option<Arc<OidcVerifier>>,
+    /// Bearer tokens already audited (by hash, until they expire).
+    bearer_seen: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -70,7 +80,26 @@ impl Dashboard {
     /// The dashboard state of `gw`, with the default login limits.
     pub fn new(gw: Arc<Gateway>) -> Self {
         let sessions = Sessions::new(Arc::clone(&gw.keys), Arc::clone(&gw.clock), gw.audience(), gw.config.auth.session_secs, Default::default());
-        Dashboard { gw, sessions, verification: audit::VerifyCache::default() }
+        let oidc = gw.config.auth.oidc.as_ref().and_then(|c| match HttpJwksFetcher::new() {
+            Ok(f) => {
+                let rules = CacheRules { cooldown: std::time::Duration::from_secs(gw.config.gateway.jwks_refetch_cooldown_secs), ..CacheRules::default() };
+                Some(Arc::new(OidcVerifier::new(c, Arc::new(f), rules, Arc::clone(&gw.clock))))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "bearer tokens cannot be checked; they will be refused");
+                None
+            }
+        });
+        Dashboard { gw, sessions, verification: audit::VerifyCache::default(), oidc, bearer_seen: Default::default() }
+    }
+
+    /// Whether this bearer token (by hash) is seen for the first time; remembers it until `exp`.
+    fn first_bearer_use(&self, hash: &str, exp: i64, now: i64) -> bool {
+        let mut seen = self.bearer_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= 10_000 {
+            seen.retain(|_, e| *e >= now);
+        }
+        seen.insert(hash.to_owned(), exp).is_none()
     }
 }
 
@@ -211,6 +240,8 @@ pub struct Viewer {
     pub session: SessionClaims,
     /// The user.
     pub user: User,
+    /// Signed in by an `[auth.oidc]` bearer token (no cookie, no CSRF value).
+    pub bearer: bool,
 }
 
 impl Viewer {
@@ -241,7 +272,7 @@ impl Viewer {
 
     /// `Ok` when `submitted` is this session's CSRF value, else a 403.
     pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), PageError> {
-        if Sessions::csrf_ok(&self.session, submitted) { Ok(()) } else { Err(PageError::Csrf) }
+        if self.bearer || Sessions::csrf_ok(&self.session, submitted) { Ok(()) } else { Err(PageError::Csrf) }
     }
 }
 
@@ -249,11 +280,41 @@ impl FromRequestParts<Arc<Dashboard>> for Viewer {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<Dashboard>) -> Result<Self, Self::Rejection> {
+        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+            return bearer_viewer(state, auth).await;
+        }
         let token = state.sessions.token_from(&parts.headers).ok_or(PageError::Unauthenticated)?;
         let session = state.sessions.verify(token).map_err(|_| PageError::Unauthenticated)?;
         let user = state.gw.users.get(&session.sub).await.map_err(|e| PageError::internal("user store", &e))?.ok_or(PageError::Unauthenticated)?;
-        Ok(Viewer { session, user })
+        Ok(Viewer { session, user, bearer: false })
     }
+}
+
+/// The viewer named by an `Authorization: Bearer` JWT from `[auth.oidc]`.
+async fn bearer_viewer(state: &Dashboard, auth: &HeaderValue) -> Result<Viewer, PageError> {
+    let token = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim).unwrap_or("");
+    let verified = match (&state.oidc, token.is_empty()) {
+        (_, true) => Err(crate::oidc::OidcError::Claims("the Authorization header must be `Bearer <JWT>`".into())),
+        (None, false) => Err(crate::oidc::OidcError::NotConfigured),
+        (Some(v), false) => v.verify(token).await,
+    };
+    let id = match verified {
+        Ok(id) => id,
+        Err(e) => {
+            // Not audited (that would let anyone fill the log): counted and logged without content.
+            metrics::counter!("medicodax_dashboard_bearer_refused_total").increment(1);
+            tracing::warn!(reason = %e, "dashboard bearer token refused");
+            return Err(if e.is_forbidden() { PageError::Forbidden } else { PageError::Bearer(e.to_string()) });
+        }
+    };
+    let now = state.gw.clock.now_unix();
+    let hash = medicodax_wire::hash::sha256_hex(token.as_bytes());
+    if state.first_bearer_use(&hash, id.exp, now) {
+        let issuer = state.oidc.as_ref().map(|o| o.issuer().to_owned()).unwrap_or_default();
+        audit_event(state, "user.bearer", &id.name, serde_json::json!({"issuer": issuer, "roles": id.roles, "expires": id.exp, "token_hash": &hash[..16]})).await?;
+    }
+    let session = SessionClaims { iss: state.oidc.as_ref().map(|o| o.issuer().to_owned()).unwrap_or_default(), sub: id.name.clone(), roles: id.roles.clone(), iat: id.iat, exp: id.exp, csrf: String::new(), jti: format!("bearer:{}", &hash[..16]) };
+    Ok(Viewer { session, user: User { name: id.name, roles: id.roles, created_ms: 0 }, bearer: true })
 }
 
 /// The client's address (from the listener), or `unknown` when not served over TCP.
@@ -317,6 +378,9 @@ pub enum PageError {
     /// A fault on our side (the class is logged; the page says only that it failed).
     #[error("the page could not be produced; the gateway log has the details")]
     Internal,
+    /// A bearer token that did not verify: 401 with `WWW-Authenticate`.
+    #[error("{0}")]
+    Bearer(String),
 }
 
 impl PageError {
@@ -329,6 +393,7 @@ impl PageError {
     fn status(&self) -> StatusCode {
         match self {
             PageError::Unauthenticated => StatusCode::SEE_OTHER,
+            PageError::Bearer(_) => StatusCode::UNAUTHORIZED,
             PageError::Forbidden | PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -357,6 +422,13 @@ impl IntoResponse for PageError {
         let page = ErrorPage { nav: Nav::default(), title: status.canonical_reason().unwrap_or("Error").to_owned(), status: status.as_u16(), message: self.to_string() };
         let mut resp = render(&page);
         *resp.status_mut() = status;
+        if let PageError::Bearer(why) = &self {
+            // RFC 6750 §3: the reason, quoted (our messages hold no quotes or token content).
+            let v = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", why.replace(['"', '\\'], "'"));
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         resp
     }
 }
