@@ -18,8 +18,10 @@
 //! `Authorization: Bearer` with a JWT from that issuer ([`crate::oidc`]): its roles come
 //! from the token, it needs no CSRF value (a browser never adds that header on its own),
 //! and its first use is audited as `user.bearer`. A refused bearer token gets a 401 with
-//! `WWW-Authenticate`, never a redirect. Every handler is thin: it checks the viewer's role, calls a small service
-//! function of its page module, and renders a template. Pages that change something are
+//! `WWW-Authenticate`, never a redirect.
+//!
+//! Every handler is thin: it checks the viewer's role, calls a small service function of
+//! its page module, and renders a template. Pages that change something are
 //! `POST` forms carrying the session's CSRF value. Responses carry a strict Content
 //! Security Policy (scripts and styles only from `/assets/`), `X-Frame-Options: DENY`,
 //! `nosniff` and `Cache-Control: no-store`.
