@@ -145,20 +145,25 @@ pub async fn execute(gw: &Gateway, call: &VerifiedCall, ctx: &mut ToolContext) -
         }
         ToolName::WorksheetSubmit => {
             let a: WorksheetSubmitArgs = parse_args(call)?;
-            caller.decide_tool(tool, Some(&a.connection))?;
-            if !gw.ehrs.contains_key(&a.connection) {
-                return Err(Failure::refusal(Refusal::Denied(DenyReason::ConnectionNotGranted { connection: a.connection.clone(), by: medicodax_policy::Party::Agent })));
-            }
             if a.class.is_empty() || a.class.len() > 16 || !a.class.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(Failure::bad_args("class must be an encounter class code such as AMB, EMER or IMP"));
             }
+            if a.pipeline_ms > MAX_PIPELINE_MS {
+                return Err(Failure::bad_args(format!("pipeline_ms is the time spent coding this one encounter, in milliseconds; at most {MAX_PIPELINE_MS} (a day)")));
+            }
+            check_worksheet_shape(&a.worksheet)?;
             let body = serde_json::to_string(&a.worksheet).map_err(|e| Failure::internal(format!("serialise: {e}")))?;
             if body.len() > MAX_WORKSHEET_BYTES {
                 return Err(Failure::bad_args(format!("the worksheet is {} bytes; the limit is {MAX_WORKSHEET_BYTES}", body.len())));
             }
-            ctx.connection = Some(a.connection.clone());
-            ctx.patients.insert(a.patient.as_str().to_owned());
-            ctx.resources.push(ResourceRef { resource_type: "Encounter".into(), id: a.encounter.as_str().to_owned(), version: None });
+            // A worksheet is about an encounter this agent may read, of the patient it names:
+            // nobody can plant one for an encounter that does not exist or is not theirs.
+            let (ehr, access) = open(gw, &caller, tool, &a.connection, ctx).await?;
+            let encounter = read(&ehr, &access, ResourceType::Encounter, &a.encounter, ctx).await?;
+            let subject = encounter.pointer("/subject/reference").and_then(Value::as_str).unwrap_or("");
+            if subject.strip_suffix(a.patient.as_str()).is_none_or(|head| !(head == "Patient/" || head.ends_with("/Patient/"))) {
+                return Err(Failure::bad_args("the encounter's subject is not the patient named in the arguments"));
+            }
             let submission = crate::worksheets::Submission {
                 connection: &a.connection,
                 encounter: a.encounter.as_str(),
@@ -180,6 +185,35 @@ pub async fn execute(gw: &Gateway, call: &VerifiedCall, ctx: &mut ToolContext) -
             to_value(serde_json::to_value(b))
         }
     }
+}
+
+/// The longest `pipeline_ms` accepted: a day.
+pub const MAX_PIPELINE_MS: u64 = 24 * 3600 * 1000;
+
+/// The worksheet must look like one: `diagnoses` a list of objects, each suggestion's
+/// `code` (when present) a short string. Anything else the dashboard reads leniently.
+fn check_worksheet_shape(w: &serde_json::Map<String, Value>) -> Result<(), Failure> {
+    let Some(Value::Array(diagnoses)) = w.get("diagnoses") else {
+        return Err(Failure::bad_args("worksheet.diagnoses must be a list (empty when nothing was found)"));
+    };
+    for (i, d) in diagnoses.iter().enumerate() {
+        let Value::Object(d) = d else {
+            return Err(Failure::bad_args(format!("worksheet.diagnoses[{i}] must be an object")));
+        };
+        match d.get("suggestions") {
+            None => {}
+            Some(Value::Array(s)) => {
+                for (j, s) in s.iter().enumerate() {
+                    let ok = s.as_object().is_some_and(|s| s.get("code").is_none_or(|c| c.as_str().is_some_and(|c| !c.is_empty() && c.len() <= 16)));
+                    if !ok {
+                        return Err(Failure::bad_args(format!("worksheet.diagnoses[{i}].suggestions[{j}] must be an object whose code is a string of 1 to 16 characters")));
+                    }
+                }
+            }
+            Some(_) => return Err(Failure::bad_args(format!("worksheet.diagnoses[{i}].suggestions must be a list"))),
+        }
+    }
+    Ok(())
 }
 
 fn connections_list(gw: &Gateway, caller: &Caller) -> ConnectionsList {

@@ -869,3 +869,38 @@ async fn an_es384_gateway_key_signs_receipts_and_checkpoints() {
     let report = medicodax_audit::verify(env.gw.audit.db(), &medicodax_audit::CheckpointKeys::from_jwks(&jwks), &medicodax_audit::VerifyOptions { origin: Some(env.gw.audience().to_owned()), external_checkpoint: None }).await.unwrap();
     assert!(report.ok && report.latest_checkpoint.is_some(), "{report:?}");
 }
+
+/// `worksheet.submit` cannot plant a worksheet: the encounter must exist and be readable by
+/// the agent, its subject must be the patient named, `pipeline_ms` is at most a day, and
+/// the worksheet must have the shape the dashboard reads. Only the good one is stored.
+#[tokio::test]
+async fn worksheet_submit_checks_the_encounter_and_the_worksheet() {
+    let env = start(Options::new(&["system/Encounter.read"], &["system/*.rs"])).await;
+    token_endpoint(&env, 200, granted("system/Encounter.read")).await;
+    let enc = json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/pt-1001"}});
+    Mock::given(method("GET")).and(path("/fhir/r4/Encounter/e1")).respond_with(fhir_json(&enc)).mount(&env.ehr).await;
+    let missing = json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]});
+    Mock::given(method("GET")).and(path("/fhir/r4/Encounter/nope")).respond_with(ResponseTemplate::new(404).set_body_raw(missing.to_string(), "application/fhir+json")).mount(&env.ehr).await;
+    let ws = json!({"diagnoses": [{"condition_id": "c1", "suggestions": [{"code": "I10", "confidence": 0.9}]}]});
+    let args = |encounter: &str, patient: &str, pipeline_ms: u64, worksheet: &Value| json!({"connection": CONN, "encounter": encounter, "patient": patient, "class": "AMB", "pipeline_ms": pipeline_ms, "worksheet": worksheet});
+    let cases = [
+        ("no such encounter", args("nope", "pt-1001", 1200, &ws), 404),
+        ("another patient's encounter", args("e1", "pt-2002", 1200, &ws), 400),
+        ("a patient id that only ends the same", args("e1", "1001", 1200, &ws), 400),
+        ("pipeline_ms over a day", args("e1", "pt-1001", 99_999_999_999_999, &ws), 400),
+        ("no diagnoses", args("e1", "pt-1001", 1200, &json!({})), 400),
+        ("diagnoses not a list", args("e1", "pt-1001", 1200, &json!({"diagnoses": 5})), 400),
+        ("a code that is not a string", args("e1", "pt-1001", 1200, &json!({"diagnoses": [{"suggestions": [{"code": 42}]}]})), 400),
+    ];
+    for (what, a, status) in cases {
+        let (_, ans) = call(&env, "worksheet.submit", a).await;
+        assert_eq!(ans.status, status, "{what}: {}", String::from_utf8_lossy(&ans.body));
+    }
+    assert!(env.gw.worksheets.list(100).await.unwrap().is_empty(), "nothing stored");
+    let (c, ans) = call(&env, "worksheet.submit", args("e1", "pt-1001", 1200, &ws)).await;
+    assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+    assert_eq!(ans.json()["status"], "pending");
+    assert_eq!(env.gw.worksheets.list(100).await.unwrap().len(), 1);
+    let o = outcome(&env, &c.claims.jti).await;
+    assert_eq!(o.patients, ["pt-1001"]);
+}

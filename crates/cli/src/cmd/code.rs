@@ -148,7 +148,24 @@ pub fn embedded_agent(key: &std::path::Path, gateway: &str, audience: &str, cloc
     AgentClient::new(CODING_AGENT, Arc::new(key), gateway, audience, clock).map_err(fail)
 }
 
+/// A `YYYY-MM-DD` calendar date, or a usage error naming the option.
+fn date(option: &str, value: &str) -> Result<time::Date, CliError> {
+    time::Date::parse(value, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| CliError::Usage(format!("{option} {value:?} is not a date (YYYY-MM-DD)")))
+}
+
 pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
+    // Bad usage is refused before anything starts or any EHR is asked.
+    if let (Some(since), Some(until)) = (&a.since, &a.until)
+        && date("--since", since)? > date("--until", until)?
+    {
+        return Err(CliError::Usage(format!("--since {since} is after --until {until}")));
+    }
+    if let Some(e) = &a.encounter {
+        medicodax_wire::FhirId::new(e).map_err(|err| CliError::Usage(format!("--encounter: {err}")))?;
+    }
+    if let Some(p) = &a.patient {
+        medicodax_wire::FhirId::new(p).map_err(|err| CliError::Usage(format!("--patient: {err}")))?;
+    }
     let clock = SystemClock::shared();
     let reference = Reference::embedded().map_err(fail)?;
     let mut env = None;
@@ -212,6 +229,22 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
             "{}: {} of {} encounters coded ({} with an ICD-10-CM suggestion), {} denied, {} failed, {} calls, {:.1} minutes saved before review, {} worksheets handed in",
             run.connection, s.coded, s.encounters, s.with_icd_suggestion, s.denials, s.failures, s.calls, s.minutes_saved, run.worksheets_submitted
         ));
+    }
+    // Every encounter not coded says why, and the exit code says that not all were.
+    let mut missed = 0;
+    for r in &run.report.results {
+        let why = match &r.outcome {
+            EncounterOutcome::Coded { .. } => continue,
+            EncounterOutcome::Denied { status } => format!("denied by the gateway's policy (HTTP {status}); see the audit log"),
+            EncounterOutcome::Failed { status, reason } => format!("failed{}: {reason}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()),
+        };
+        missed += 1;
+        if !a.json {
+            eprintln!("encounter {}: {why}", r.encounter_id);
+        }
+    }
+    if missed > 0 {
+        return Err(CliError::Failed(format!("{missed} of {} encounters were not coded", run.report.results.len())));
     }
     Ok(())
 }
