@@ -179,16 +179,20 @@ impl PrivateKey {
 
     /// Loads a private key file with [`PrivateKey::from_pem_auto`], refusing one readable by group or others.
     pub fn from_file_auto(path: &Path) -> Result<Self, KeyError> {
+        // What the file is comes first (a folder, a public key), then who may read it.
+        let text = read_key_file(path)?;
+        let key = Self::from_pem_auto(&text)?;
         check_private_permissions(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: path.display().to_string(), reason: e.kind().to_string() })?;
-        Self::from_pem_auto(&text)
+        Ok(key)
     }
 
     /// Loads a private key file, refusing one readable by group or others.
     pub fn from_file(path: &Path, alg: Alg) -> Result<Self, KeyError> {
+        // What the file is comes first (a folder, a public key), then who may read it.
+        let text = read_key_file(path)?;
+        let key = Self::from_pem(&text, alg)?;
         check_private_permissions(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io { path: path.display().to_string(), reason: e.kind().to_string() })?;
-        Self::from_pem(&text, alg)
+        Ok(key)
     }
 
     /// Generates a new key for `alg` (RSA-2048 for RS384, P-384 for ES384).
@@ -324,6 +328,15 @@ pub fn check_private_permissions(path: &Path) -> Result<(), KeyError> {
         }
     }
     Ok(())
+}
+
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    let io = |reason: String| KeyError::Io { path: path.display().to_string(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.kind().to_string()))?;
+    if !meta.is_file() {
+        return Err(io("it is not a regular file (a folder?); pass the PEM file of a private key".into()));
+    }
+    std::fs::read_to_string(path).map_err(|e| io(e.kind().to_string()))
 }
 
 /// Writes a private key as PKCS#8 PEM to `path` with mode `0600`, creating parent folders.

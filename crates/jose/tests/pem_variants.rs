@@ -137,3 +137,22 @@ fn key_files_are_written_0600_and_group_readable_files_are_refused() {
     assert!(matches!(err, KeyError::Permissions { mode: 0o640, .. }), "{err:?}");
     assert!(err.to_string().contains("chmod 600"));
 }
+
+#[test]
+fn what_a_key_file_is_is_said_before_who_may_read_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A folder (mode 0777 like /tmp) is not a key file: no chmod advice.
+    let folder = dir.path().join("keys");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = PrivateKey::from_file_auto(&folder).unwrap_err().to_string();
+    assert!(err.contains("not a regular file") && !err.contains("chmod"), "{err}");
+    // A world-readable public JWKS is not a private key: no chmod advice either.
+    let jwks = dir.path().join("agent.jwks.json");
+    let key = PrivateKey::generate(Alg::RS384).unwrap();
+    std::fs::write(&jwks, serde_json::json!({"keys": [key.public_jwk()]}).to_string()).unwrap();
+    std::fs::set_permissions(&jwks, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = PrivateKey::from_file_auto(&jwks).unwrap_err();
+    assert!(!matches!(err, KeyError::Permissions { .. }) && !err.to_string().contains("chmod"), "{err}");
+}
