@@ -99,7 +99,16 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
         Action::Verify { checkpoint, json } => {
             let keys = checkpoint_keys(ctx, a.jwks.as_ref())?;
             let external = match checkpoint {
-                Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| CliError::Usage(format!("--checkpoint {}: {e}", p.display())))?.trim().to_owned()),
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).map_err(|e| CliError::Usage(format!("--checkpoint {}: {e}", p.display())))?.trim().to_owned();
+                    // A file that is not a checkpoint at all is a usage error, not tampering;
+                    // one that is shaped like a checkpoint but does not verify is a finding.
+                    let rules = medicodax_jose::HeaderRules { allowed: &["typ", "kid"], typ: Some(medicodax_wire::receipt::CHECKPOINT_TYP), require_kid: true };
+                    medicodax_jose::Compact::parse(&text, rules).map_err(|e| {
+                        CliError::Usage(format!("--checkpoint {} does not hold a checkpoint JWS ({e}); save one earlier, e.g. the checkpoint.jws of `audit prove`'s report", p.display()))
+                    })?;
+                    Some(text)
+                }
                 None => None,
             };
             let options = medicodax_audit::VerifyOptions { origin: Some(origin), external_checkpoint: external };
@@ -116,8 +125,13 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
                 if report.ok {
                     crate::out::line("verified: no record was changed, deleted, reordered, inserted or truncated");
                 } else {
+                    crate::out::line("FAILED:");
                     let findings = serde_json::to_value(&report).ok().and_then(|v| v.get("findings").cloned()).unwrap_or_default();
-                    crate::out::line(&format!("FAILED: {}", serde_json::to_string_pretty(&findings).unwrap_or_default()));
+                    for f in findings.as_array().into_iter().flatten() {
+                        let kind = f.get("kind").and_then(|k| k.as_str()).unwrap_or("finding");
+                        let rest: serde_json::Map<String, serde_json::Value> = f.as_object().map(|o| o.iter().filter(|(k, _)| *k != "kind").map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+                        crate::out::line(&format!("  {kind}: {}", serde_json::Value::Object(rest)));
+                    }
                 }
             }
             if report.ok { Ok(()) } else { Err(CliError::Failed("the audit log does not verify".into())) }
