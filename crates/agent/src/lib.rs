@@ -181,7 +181,7 @@ impl AgentClient {
             .body(call.jws.clone())
             .send()
             .await
-            .map_err(|e| AgentError::Unreachable { url: url.clone(), reason: e.without_url().to_string() })?;
+            .map_err(|e| AgentError::Unreachable { url: url.clone(), reason: send_error(e) })?;
         let status = resp.status().as_u16();
         let receipt = resp.headers().get(RECEIPT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
@@ -323,5 +323,23 @@ mod tests {
         assert_eq!(a.claims.iat.0, 1_767_225_600);
         let parsed = jws::Compact::parse(&a.jws, jws::HeaderRules { allowed: &["typ", "kid"], typ: Some(CALL_TYP), require_kid: true }).unwrap();
         assert_eq!(parsed.alg_name, "ES384");
+    }
+}
+
+/// Why a request to the gateway got no answer, with its root cause and what to do (no URL:
+/// the caller names it).
+pub fn send_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut root: &dyn std::error::Error = &e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let cause = root.to_string();
+    if e.is_connect() {
+        format!("{cause}; is `medicodax serve` running there? (the gateway URL comes from --gateway or MEDICODAX_GATEWAY)")
+    } else if e.is_timeout() {
+        format!("no answer in time ({cause}); the gateway may be overloaded")
+    } else {
+        format!("{e}: {cause}")
     }
 }

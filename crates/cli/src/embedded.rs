@@ -63,6 +63,7 @@ pub fn ensure_agent_key(data_dir: &Path) -> Result<PathBuf, CliError> {
 /// Binds the gateway at `listen`, starts the sandbox, and builds the configuration on
 /// `base` (the defaults with any `MEDICODAX_SECTION__KEY` overrides applied).
 pub async fn start(base: Config, listen: &str, data_dir: &Path, clock: SharedClock) -> Result<Embedded, CliError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| CliError::Usage(format!("cannot create the data folder {}: {e}; pass a writable --data-dir", data_dir.display())))?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| CliError::Failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?;
     let jwks_url = format!("http://{addr}/.well-known/jwks.json");

@@ -109,10 +109,11 @@ fn users_add_passwd_list_and_exit_codes() {
     let verify = run(&data, &["audit", "verify", "--json"], None);
     assert_eq!(code(&verify), 0, "{}", String::from_utf8_lossy(&verify.stderr));
 
-    // While a gateway holds the data folder, the command refuses (exit 1) and changes nothing.
+    // While a gateway holds the data folder, the command refuses (exit 2, like every command
+    // that needs the folder) and changes nothing.
     let lock = medicodax_gateway::server::lock_data_dir(&data).unwrap();
     let busy = run(&data, &["users", "add", "dave", "--role", "coder", "--password-stdin"], Some("correct horse battery\n"));
-    assert_eq!(code(&busy), 1);
+    assert_eq!(code(&busy), 2);
     assert!(String::from_utf8_lossy(&busy.stderr).contains("a gateway is running"), "{}", String::from_utf8_lossy(&busy.stderr));
     drop(lock);
     rt.block_on(async {

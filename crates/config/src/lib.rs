@@ -389,10 +389,7 @@ impl Config {
         // belongs to the command line, not to the file.
         let env = env.ignore(&GLOBAL_ENV).filter(|k| k.as_str().contains("__")).split("__");
         fig = fig.merge(env);
-        let cfg: Config = fig.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            ConfigError::Load(msgs.join("; "))
-        })?;
+        let cfg: Config = fig.extract().map_err(load_error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -402,7 +399,7 @@ impl Config {
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
-            .map_err(|e| ConfigError::Load(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+            .map_err(load_error)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -560,6 +557,27 @@ impl Config {
     pub fn connection(&self, name: &str) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.name == name)
     }
+}
+
+/// Figment's errors as a user reads them: the key path without figment's profile prefix,
+/// where the value came from, and for an unknown key the keys that exist.
+fn load_error(e: figment::Error) -> ConfigError {
+    let msgs: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(found, expected) => format!("unknown key {found:?}; the keys here are {}", expected.join(", ")),
+                other => other.to_string(),
+            };
+            let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+            let from = e.metadata.as_ref().map(|m| match &m.source {
+                Some(src) => format!(" (from {src})"),
+                None => format!(" (from {})", m.name),
+            });
+            format!("{key}{what}{}", from.unwrap_or_default())
+        })
+        .collect();
+    ConfigError::Load(msgs.join("; "))
 }
 
 fn is_loopback(u: &url::Url) -> bool {

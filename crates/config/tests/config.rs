@@ -64,7 +64,9 @@ fn defaults_alone_are_valid() {
 #[test]
 fn unknown_keys_are_errors_not_ignored() {
     let err = Config::from_toml("[gateway]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n").unwrap_err();
-    assert!(err.to_string().contains("lisen"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("gateway.lisen: unknown key") && msg.contains("listen, audience"), "{msg}");
+    assert!(!msg.contains("default.") && !msg.contains("``"), "no figment profile prefix or doubled quoting: {msg}");
 }
 
 #[test]

@@ -116,7 +116,7 @@ pub fn ring_event(e: &RingEvent, now_ms: i64) -> SystemEvent {
 /// Builds a gateway from `config`.
 pub async fn build(config: Config, paths: &Paths, clock: SharedClock) -> Result<(Arc<Gateway>, Startup), StartError> {
     let rt = |e: &dyn std::fmt::Display| StartError::Runtime(e.to_string());
-    std::fs::create_dir_all(&paths.data_dir).map_err(|e| StartError::Runtime(format!("cannot create the data folder {}: {e}", paths.data_dir.display())))?;
+    std::fs::create_dir_all(&paths.data_dir).map_err(|e| StartError::Config(format!("cannot create the data folder {}: {e}; pass a writable --data-dir", paths.data_dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -137,7 +137,7 @@ impl Bridge {
             .body(call.jws.clone())
             .send()
             .await
-            .map_err(|e| unreachable(e.without_url().to_string()))?;
+            .map_err(|e| unreachable(medicodax_agent::send_error(e)))?;
         let status = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let receipt = header(medicodax_agent::RECEIPT_HEADER);

@@ -12,9 +12,10 @@ use medicodax_wire::audit::SystemEvent;
 /// Takes the data folder's lock (creating the folder), refusing while a gateway runs on
 /// it; `what` says what to do instead (e.g. "add users from the dashboard's Users page").
 pub fn lock(ctx: &Context, what: &str) -> Result<std::fs::File, CliError> {
-    std::fs::create_dir_all(&ctx.data_dir).map_err(|e| CliError::Failed(format!("cannot create the data folder {}: {e}", ctx.data_dir.display())))?;
+    std::fs::create_dir_all(&ctx.data_dir).map_err(|e| CliError::Usage(format!("cannot create the data folder {}: {e}; pass a writable --data-dir", ctx.data_dir.display())))?;
     medicodax_gateway::server::lock_data_dir(&ctx.data_dir).map_err(|e| match e {
-        medicodax_gateway::server::StartError::Config(_) => CliError::Failed(format!("a gateway is running on the data folder {}: {what}, or stop it first", ctx.data_dir.display())),
+        // Exit 2, as for `fhir`, `token` and `demo` in the same situation.
+        medicodax_gateway::server::StartError::Config(_) => CliError::Usage(format!("a gateway is running on the data folder {}: {what}, or stop it first (or use another --data-dir)", ctx.data_dir.display())),
         other => super::serve::start_error(other),
     })
 }

@@ -70,7 +70,7 @@ pub async fn open_store(ctx: &Context) -> Result<UserStore, CliError> {
     let url = match config.store.url {
         Some(u) => u,
         None => {
-            std::fs::create_dir_all(&ctx.data_dir).map_err(|e| CliError::Failed(format!("cannot create the data folder {}: {e}", ctx.data_dir.display())))?;
+            std::fs::create_dir_all(&ctx.data_dir).map_err(|e| CliError::Usage(format!("cannot create the data folder {}: {e}; pass a writable --data-dir", ctx.data_dir.display())))?;
             medicodax_gateway::server::default_store_url(&ctx.data_dir)
         }
     };
