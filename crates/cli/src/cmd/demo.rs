@@ -170,7 +170,7 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
     let (gw, startup) = server::build(config, &paths, Arc::clone(&clock)).await.map_err(super::serve::start_error)?;
     super::serve::ensure_coder(&gw).await?;
     if let Some(pw) = &startup.admin_password {
-        eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; change it with `medicodax users passwd admin`)");
+        eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; to set a new one, with no gateway running: `medicodax users passwd admin --generate`)");
     }
     let gateway_url = format!("http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

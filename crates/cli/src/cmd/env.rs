@@ -41,7 +41,7 @@ impl Env {
                 let (gateway, startup) = server::build(e.config, &paths, Arc::clone(&clock)).await.map_err(super::serve::start_error)?;
                 super::serve::ensure_coder(&gateway).await?;
                 if let Some(pw) = startup.admin_password {
-                    eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; change it with `medicodax users passwd admin`)");
+                    eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; to set a new one, with no gateway running: `medicodax users passwd admin --generate`)");
                 }
                 let (tx, rx) = tokio::sync::oneshot::channel::<()>();
                 let server = tokio::spawn(server::serve(Arc::clone(&gateway), e.listener, async {

@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
         ensure_coder(&gw).await?;
     }
     if let Some(pw) = startup.admin_password {
-        eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; change it with `medicodax users passwd admin`)");
+        eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; to set a new one, with no gateway running: `medicodax users passwd admin --generate`)");
     }
     eprintln!("gateway listening on http://{addr} (audience {})", gw.audience());
     server::serve(gw, listener, shutdown_signal()).await.map_err(start_error)?;
