@@ -166,8 +166,22 @@ impl UserStore {
                 return Err(UserError::BadRole(r.chars().take(64).collect()));
             }
         }
+        // Names differing only in case would be look-alike accounts: one of them is enough.
+        let existing: Option<String> = with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT name FROM users WHERE lower(name) = lower($1)").bind(name).fetch_optional(pool).await
+        })
+        .map_err(store_err)?;
+        if let Some(existing) = existing {
+            return Err(UserError::Exists(existing));
+        }
         let hash = hash_password(password)?;
-        let roles = roles.join(",");
+        let mut unique: Vec<&str> = Vec::with_capacity(roles.len());
+        for r in roles {
+            if !unique.contains(&r.as_str()) {
+                unique.push(r);
+            }
+        }
+        let roles = unique.join(",");
         let res = with_pool!(&self.db, pool => {
             sqlx::query("INSERT INTO users (name, password_hash, roles, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $4)")
                 .bind(name).bind(&hash).bind(&roles).bind(now_ms)
@@ -310,6 +324,10 @@ mod tests {
         users.add("coder", "a long enough password", &["coder".into()], 5).await.unwrap();
         assert!(matches!(users.add("coder", "a long enough password", &[], 6).await, Err(UserError::Exists(_))));
         assert!(matches!(users.add("bad name", "a long enough password", &[], 6).await, Err(UserError::BadName)));
+        // No look-alike account differing only in case; repeated roles stored once.
+        assert!(matches!(users.add("CODER", "a long enough password", &[], 6).await, Err(UserError::Exists(n)) if n == "coder"));
+        users.add("dup", "a long enough password", &["coder".into(), "auditor".into(), "coder".into()], 6).await.unwrap();
+        assert_eq!(users.get("dup").await.unwrap().unwrap().roles, ["coder", "auditor"]);
         let u = users.authenticate("coder", "a long enough password").await.unwrap().unwrap();
         assert_eq!(u.roles, vec!["coder"]);
         assert!(users.authenticate("coder", "wrong password!!").await.unwrap().is_none());
@@ -317,6 +335,6 @@ mod tests {
         users.set_password("coder", "another long password", 7).await.unwrap();
         assert!(users.authenticate("coder", "another long password").await.unwrap().is_some());
         assert!(matches!(users.set_password("nobody", "another long password", 7).await, Err(UserError::Missing(_))));
-        assert_eq!(users.list().await.unwrap().len(), 1);
+        assert_eq!(users.list().await.unwrap().len(), 2);
     }
 }

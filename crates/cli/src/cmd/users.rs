@@ -102,7 +102,11 @@ fn password(src: &PasswordSource) -> Result<(String, bool), CliError> {
     if src.password_stdin {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?;
-        return Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false));
+        let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+        if pw.is_empty() {
+            return Err(CliError::Usage("--password-stdin: standard input was empty; pipe the password in (its first line is used)".into()));
+        }
+        return Ok((pw, false));
     }
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage("standard input is not a terminal: pass --password-stdin (and the password on standard input) or --generate".into()));
