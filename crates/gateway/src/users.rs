@@ -53,7 +53,7 @@ pub enum UserError {
     #[error("a password is 12 to 1024 characters")]
     BadPassword,
     /// The user exists.
-    #[error("user {0:?} already exists; use `medicodax users passwd` to change the password")]
+    #[error("user {0:?} already exists (names are compared without case); to change its password use the Users page or, with no gateway running, `medicodax users passwd`")]
     Exists(String),
     /// No such user.
     #[error("no user named {0:?}")]

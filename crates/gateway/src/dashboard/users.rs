@@ -69,7 +69,12 @@ pub async fn add(state: Dash, viewer: Viewer, body: Bytes) -> PageResult {
     let form = form_pairs(&body);
     viewer.check_csrf(form_value(&form, "csrf"))?;
     let name = form_value(&form, "name").unwrap_or("").trim().to_owned();
-    let roles: Vec<String> = form.iter().filter(|(k, v)| k == "role" && DASHBOARD_ROLES.contains(&v.as_str())).map(|(_, v)| v.clone()).collect();
+    let asked: Vec<&str> = form.iter().filter(|(k, _)| k == "role").map(|(_, v)| v.as_str()).collect();
+    if let Some(bad) = asked.iter().find(|r| !DASHBOARD_ROLES.contains(r)) {
+        let msg = format!("{:?} is not a dashboard role; choose from {}", bad.chars().take(32).collect::<String>(), DASHBOARD_ROLES.join(", "));
+        return show(&state, &viewer, StatusCode::BAD_REQUEST, None, Some(msg), None).await;
+    }
+    let roles: Vec<String> = DASHBOARD_ROLES.iter().filter(|r| asked.contains(r)).map(|r| (*r).to_owned()).collect();
     if roles.is_empty() {
         return show(&state, &viewer, StatusCode::BAD_REQUEST, None, Some("choose at least one role".into()), None).await;
     }
