@@ -79,14 +79,21 @@ impl From<medicodax_config::ConfigError> for CliError {
 
 fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MEDICODAX_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    // rmcp logs whole JSON-RPC messages (signed calls, resource bodies) at debug and trace:
-    // never below info, whatever MEDICODAX_LOG says.
-    let filter = match "rmcp=info".parse() {
+    use std::io::IsTerminal as _;
+    let filter = match std::env::var("MEDICODAX_LOG") {
+        Ok(v) => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("warning: MEDICODAX_LOG={v:?} is not a log filter ({e}); using {default:?}. Examples: info, medicodax_smart=debug");
+            EnvFilter::new(default)
+        }),
+        Err(_) => EnvFilter::new(default),
+    };
+    // rmcp logs whole JSON-RPC messages (signed calls, resource bodies) at debug and trace,
+    // and every client's details at info: only its warnings, whatever MEDICODAX_LOG says.
+    let filter = match "rmcp=warn".parse() {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
