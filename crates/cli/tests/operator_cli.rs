@@ -79,3 +79,23 @@ fn fhir_and_token_commands_fetch_real_data_and_audit_every_access() {
     let verify = run(&data, &["audit", "verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+#[test]
+fn keys_commands_print_without_creating_and_rotations_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jwks = run(&data, &["keys", "jwks"]);
+    assert_eq!(jwks.status.code(), Some(2), "{}", String::from_utf8_lossy(&jwks.stderr));
+    assert!(!data.exists(), "printing keys created nothing");
+    assert_eq!(run(&data, &["keys", "generate"]).status.code(), Some(0));
+    let published = ok(&run(&data, &["keys", "jwks"]));
+    assert_eq!(published["keys"].as_array().unwrap().len(), 1);
+    let nope = run(&data, &["keys", "rotate", "--connection", "nope"]);
+    assert_eq!(nope.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nope.stderr).contains("no connection named \"nope\""));
+    let rotated = ok(&run(&data, &["keys", "rotate"]));
+    let published = ok(&run(&data, &["keys", "jwks"]));
+    assert_eq!(published["keys"].as_array().unwrap().len(), 2, "the next key is published before it signs: {rotated}");
+    let tail = run(&data, &["audit", "tail", "-n", "20"]);
+    assert!(String::from_utf8_lossy(&tail.stdout).contains("\"key.rotation.started\""));
+}

@@ -54,7 +54,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             eprintln!("wrote {} (kid {})", path.display(), key.kid());
         }
         Action::Generate { out: None, .. } => {
-            let (ring, events) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+            let alg = medicodax_gateway::server::gateway_alg(&config);
+            let (ring, events) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", alg, policy, now).map_err(|e| fail(&e))?;
             if events.is_empty() {
                 eprintln!("gateway key ring already exists in {}", ctx.gateway_key_dir().display());
             }
@@ -76,6 +77,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
                 }
             };
             if !ring_dir.join("ring.json").exists() {
+                if let Some(c) = &connection {
+                    let mut known: Vec<String> = config.connections.iter().map(|k| k.name.clone()).collect();
+                    if ctx.config_path.is_none() {
+                        known.extend(["epic-sandbox".to_owned(), "ecw-sandbox".to_owned()]);
+                    }
+                    if !known.contains(c) {
+                        return Err(CliError::Usage(format!("no connection named {c:?}; configured: {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") })));
+                    }
+                }
                 return Err(CliError::Usage(format!("no managed key ring for {name} in {}: start the gateway once to create it (connections with a configured `key` file are rotated by replacing the file)", ring_dir.display())));
             }
             let mut ring = KeyRing::open(&ring_dir).map_err(|e| fail(&e))?;
@@ -84,7 +94,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), CliError> {
             crate::out::json(&ev);
         }
         Action::Jwks => {
-            let (ring, _) = KeyRing::open_or_create(&ctx.gateway_key_dir(), "gateway", Alg::RS384, policy, now).map_err(|e| fail(&e))?;
+            // Printing keys never creates one.
+            if !ctx.gateway_key_dir().join("ring.json").exists() {
+                return Err(CliError::Usage(format!("no gateway key ring in {} yet: run `medicodax keys generate` or start the gateway once", ctx.gateway_key_dir().display())));
+            }
+            let ring = KeyRing::open(&ctx.gateway_key_dir()).map_err(|e| fail(&e))?;
             crate::out::json(&ring.published(now));
         }
     }
