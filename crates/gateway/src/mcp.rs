@@ -22,8 +22,10 @@
 //!   problem and no receipt; it is not audited (as on `/v1/calls`) but counted in
 //!   `/metrics` as `medicodax_calls_rejected_total{channel="mcp"}`.
 //! - Tool failures are results with `isError: true`, never JSON-RPC errors, so an agent's
-//!   model sees the problem document. JSON-RPC errors are left to `rmcp` for what never
-//!   reaches a tool: malformed JSON-RPC, unknown methods, bad protocol headers.
+//!   model sees the problem document. A JSON body that is not JSON, or a batch, or not a
+//!   JSON-RPC 2.0 message object, is answered here with 400 and the JSON-RPC error
+//!   (-32700, -32600) before rmcp sees it (rmcp would answer 415); other JSON-RPC errors
+//!   are rmcp's: unknown methods, bad parameters, bad protocol headers.
 //!
 //! ## Transport settings
 //!
@@ -143,8 +145,37 @@ fn transport_config(g: &GatewayConfig) -> StreamableHttpServerConfig {
 /// The `/mcp` route.
 pub fn router(gw: Arc<Gateway>) -> axum::Router {
     let config = transport_config(&gw.config.gateway);
+    let limit = config.max_request_body_bytes;
     let service = StreamableHttpService::new(move || Ok(McpEndpoint::new(Arc::clone(&gw))), Arc::new(NeverSessionManager::default()), config);
-    axum::Router::new().route_service(PATH, service)
+    axum::Router::new().route_service(PATH, service).layer(axum::middleware::from_fn(move |req, next| json_rpc_shape(req, next, limit)))
+}
+
+/// A JSON-RPC error answer (HTTP 400) for a message that never reached rmcp.
+fn json_rpc_error(code: i64, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
+    (http::StatusCode::BAD_REQUEST, [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Checks that a JSON POST body is one JSON-RPC 2.0 message object, answering -32700 or
+/// -32600 if not; passes everything else (other methods, other media types) to rmcp.
+async fn json_rpc_shape(req: axum::extract::Request, next: axum::middleware::Next, limit: usize) -> axum::response::Response {
+    let is_json = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/json"));
+    if req.method() != http::Method::POST || !is_json {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        use axum::response::IntoResponse as _;
+        return (http::StatusCode::PAYLOAD_TOO_LARGE, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("the request body is larger than {limit} bytes\n")).into_response();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Err(_) => return json_rpc_error(-32700, "Parse error: the body is not JSON"),
+        Ok(Value::Array(_)) => return json_rpc_error(-32600, "Invalid Request: JSON-RPC batches are not supported (MCP removed them); send one message per POST"),
+        Ok(Value::Object(m)) if m.get("jsonrpc").and_then(Value::as_str) == Some("2.0") && m.get("method").is_none_or(Value::is_string) => {}
+        Ok(_) => return json_rpc_error(-32600, "Invalid Request: expected one JSON-RPC 2.0 message object (\"jsonrpc\": \"2.0\")"),
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 #[cfg(test)]

@@ -315,9 +315,15 @@ async fn garbage_json_rpc_and_wrong_types_are_refused_without_harm() {
     let call = |params: Value| json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string();
     let huge = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"x\",\"_meta\":{{\"io.medicodax/call\":\"{}\"}}}}}}", "b".repeat(1 << 20));
     let cases: Vec<(String, u16, Option<i64>)> = vec![
-        ("{not json".to_owned(), 415, None),
-        ("[]".to_owned(), 415, None),
-        ("null".to_owned(), 415, None),
+        // Not JSON, a batch, not a JSON-RPC 2.0 object: 400 with the JSON-RPC error.
+        ("{not json".to_owned(), 400, Some(-32700)),
+        ("".to_owned(), 400, Some(-32700)),
+        ("[]".to_owned(), 400, Some(-32600)),
+        (format!("[{}]", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})), 400, Some(-32600)),
+        ("null".to_owned(), 400, Some(-32600)),
+        (json!({"jsonrpc": "1.0", "id": 1, "method": "tools/list"}).to_string(), 400, Some(-32600)),
+        (json!({"jsonrpc": "2.0", "id": 1, "method": 5}).to_string(), 400, Some(-32600)),
+        // Well-formed JSON-RPC whose params rmcp cannot read: rmcp's own 415.
         (call(json!({"name": "connections.list", "_meta": "x"})), 415, None),
         (call(json!({"name": 7})), 200, Some(-32601)),
         (call(json!({"name": "connections.list", "arguments": [1, 2]})), 200, Some(-32601)),
