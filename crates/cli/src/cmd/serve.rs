@@ -88,6 +88,12 @@ pub async fn run(ctx: &Context, a: Args) -> Result<(), CliError> {
         eprintln!("created dashboard user `admin` with password: {pw}\n(shown once; to set a new one, with no gateway running: `medicodax users passwd admin --generate`)");
     }
     eprintln!("gateway listening on http://{addr} (audience {})", gw.audience());
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "warning: serving plain HTTP on {} beyond this machine: put TLS in front of it (a reverse proxy) and set gateway.audience to the public https:// URL agents use",
+            addr.ip()
+        );
+    }
     server::serve(gw, listener, shutdown_signal()).await.map_err(start_error)?;
     if let Some(s) = sandbox {
         let _ = s.shutdown().await;
