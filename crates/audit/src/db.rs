@@ -27,16 +27,20 @@
 //!
 //! SQLite is opened in WAL mode with `synchronous=FULL` (a committed transaction has been
 //! fsynced, so an acknowledged append survives a crash or power loss), a 5 s
-//! `busy_timeout`, and foreign keys on. The audit log has a single writer task; readers
-//! (verify, tail, the dashboard) use other pool connections, which WAL lets run beside it.
+//! `busy_timeout`, and foreign keys on. The audit log has a single writer task, whose
+//! batches go to a connection of their own on a thread of their own for a database file
+//! ([`crate::sqlite_writer`]); readers (verify, tail, the dashboard) use the pool's
+//! connections, which WAL lets run beside it.
 //! PostgreSQL connections force `synchronous_commit=on` for the same guarantee.
 
 use crate::error::AuditError;
+use crate::sqlite_writer::SqliteWriter;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlSafeStr as _;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of a [`Db`] (`&SqlitePool` or
@@ -45,7 +49,10 @@ use std::time::Duration;
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Sqlite(store) => {
+                let $pool = &store.pool;
+                $body
+            }
             $crate::Db::Postgres($pool) => $body,
         }
     };
@@ -55,9 +62,26 @@ macro_rules! with_pool {
 #[derive(Clone, Debug)]
 pub enum Db {
     /// A SQLite database file (or an in-memory database for tests).
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
     /// A PostgreSQL database.
     Postgres(PgPool),
+}
+
+/// A SQLite store: the sqlx pool for reads and ordinary writes, and for a database file
+/// the audit writer's own connection ([`crate::sqlite_writer`]).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// The pool every query but the audit batches uses.
+    pub pool: SqlitePool,
+    writer: Option<Arc<SqliteWriter>>,
+}
+
+impl SqliteStore {
+    /// The audit writer's connection (`None` for an in-memory database, whose one
+    /// connection is the pool's).
+    pub(crate) fn writer(&self) -> Option<&SqliteWriter> {
+        self.writer.as_deref()
+    }
 }
 
 /// Which backend a [`Db`] is.
@@ -139,8 +163,10 @@ impl Db {
                     // less per audit batch).
                     (opts.journal_mode(SqliteJournalMode::Wal), SqlitePoolOptions::new().max_connections(8).test_before_acquire(false))
                 };
+                let path = opts.get_filename().to_owned();
                 let pool = pool.connect_with(opts).await.map_err(|e| AuditError::Connect { backend: "sqlite", reason: e.to_string() })?;
-                Ok(Db::Sqlite(pool))
+                let writer = if memory { None } else { Some(Arc::new(SqliteWriter::open(&path, BUSY_TIMEOUT)?)) };
+                Ok(Db::Sqlite(SqliteStore { pool, writer }))
             }
             "postgres" | "postgresql" => {
                 let opts = PgConnectOptions::from_str(url)
@@ -170,7 +196,7 @@ impl Db {
     /// The SQLite pool, when this is SQLite.
     pub fn as_sqlite(&self) -> Option<&SqlitePool> {
         match self {
-            Db::Sqlite(p) => Some(p),
+            Db::Sqlite(s) => Some(&s.pool),
             Db::Postgres(_) => None,
         }
     }
@@ -201,7 +227,7 @@ impl Db {
         migrator.dangerous_set_table_name(format!("_medicodax_{}_migrations", set.name));
         let err = |e: sqlx::migrate::MigrateError| AuditError::Migrate { set: set.name.to_owned(), reason: e.to_string() };
         match self {
-            Db::Sqlite(p) => migrator.run(p).await.map_err(err),
+            Db::Sqlite(s) => migrator.run(&s.pool).await.map_err(err),
             Db::Postgres(p) => migrator.run(p).await.map_err(err),
         }
     }
@@ -217,6 +243,11 @@ impl Db {
 
     /// Closes every connection (after the audit writer has shut down).
     pub async fn close(&self) {
+        if let Db::Sqlite(s) = self
+            && let Some(w) = s.writer()
+        {
+            w.close().await;
+        }
         with_pool!(self, p => p.close().await)
     }
 }
@@ -262,5 +293,27 @@ mod tests {
         let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
         let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
         assert_eq!((mode.as_str(), sync, busy), ("wal", 2, 5000));
+        // The audit writer's own connection: the same durability, or acknowledged
+        // appends could be lost.
+        let Db::Sqlite(store) = &db else { unreachable!() };
+        let writer = store.writer().expect("a database file has a writer connection");
+        let pragmas = writer
+            .run(|c| {
+                let text = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, String>(0)).unwrap();
+                let int = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0)).unwrap();
+                (text("journal_mode"), int("synchronous"), int("busy_timeout"), int("foreign_keys"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(pragmas, ("wal".to_owned(), 2, 5000, 1));
+        db.close().await;
+        assert!(matches!(writer.run(|_| ()).await, Err(AuditError::Closed)), "a closed writer takes no more work");
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_writes_through_its_one_pool_connection() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        let Db::Sqlite(store) = &db else { unreachable!() };
+        assert!(store.writer().is_none(), "a second connection to :memory: would be another database");
     }
 }

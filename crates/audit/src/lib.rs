@@ -15,7 +15,8 @@
 //!                                                                    │ Frontier: O(log n) tree head
 //!                                                                    │ checkpoints: every 1,000 records / 60 s / on demand / shutdown
 //!                                                                    ▼
-//!                                     Db (SQLite WAL + synchronous=FULL, or PostgreSQL)
+//!                     Db (SQLite WAL + synchronous=FULL, batches on the writer thread's own
+//!                         connection; or PostgreSQL)
 //!                                       audit_entries · audit_checkpoints · audit_replay
 //!                                                                    ▲
 //!  CLI `medicodax audit …` ── verify() · prove() · tail()/follow() · export_fhir()
@@ -50,12 +51,13 @@ pub mod fhir;
 pub mod log;
 pub mod merkle;
 pub mod prove;
+mod sqlite_writer;
 pub mod store;
 pub mod tail;
 pub mod verify;
 
 pub use checkpoint::{CheckpointFault, CheckpointKeys, CheckpointSigner, StoredCheckpoint, sign_checkpoint};
-pub use db::{AUDIT_MIGRATIONS, Backend, Db, MigrationSet, SqlMigration};
+pub use db::{AUDIT_MIGRATIONS, Backend, Db, MigrationSet, SqlMigration, SqliteStore};
 pub use entry::TailEntry;
 pub use error::AuditError;
 pub use fhir::{ExportFormat, ExportOptions, ExportSummary, export_fhir};

@@ -396,7 +396,7 @@ impl Writer {
         ControlFlow::Continue(())
     }
 
-    async fn write(&mut self, mut appends: Vec<PendingAppend>) {
+    async fn write(&mut self, appends: Vec<PendingAppend>) {
         if self.dirty
             && let Err(e) = self.resync().await
         {
@@ -406,17 +406,23 @@ impl Writer {
             }
             return;
         }
-        let mut early: Vec<Option<oneshot::Sender<Appended>>> = appends.iter_mut().map(|a| a.early.take()).collect();
-        let items: Vec<BatchItem<'_>> = appends.iter().map(|a| BatchItem { prepared: &a.prepared, replay: a.replay.as_ref() }).collect();
-        let numbered = |results: &[ItemResult]| {
-            for (tx, r) in early.iter_mut().zip(results) {
-                if let (Some(tx), ItemResult::Written { seq, leaf }) = (tx.take(), r) {
+        let mut early = Vec::with_capacity(appends.len());
+        let mut items = Vec::with_capacity(appends.len());
+        let mut replies = Vec::with_capacity(appends.len());
+        for a in appends {
+            early.push(a.early);
+            items.push(BatchItem { prepared: a.prepared, replay: a.replay });
+            replies.push(a.reply);
+        }
+        let numbered = move |results: &[ItemResult]| {
+            for (tx, r) in early.into_iter().zip(results) {
+                if let (Some(tx), ItemResult::Written { seq, leaf }) = (tx, r) {
                     let _ = tx.send(Appended { seq: *seq, leaf_hash: *leaf });
                 }
             }
         };
-        let result = self.db.commit_batch(self.frontier.size(), self.clock.now_unix(), &items, numbered).await;
-        drop(items);
+        let n = items.len();
+        let result = self.db.commit_batch(self.frontier.size(), self.clock.now_unix(), items, numbered).await;
         match result {
             Ok(results) => {
                 let mut written = 0;
@@ -430,20 +436,20 @@ impl Writer {
                 self.counters.records.fetch_add(written, Ordering::Relaxed);
                 self.counters.replays.fetch_add(results.len() as u64 - written, Ordering::Relaxed);
                 self.publish_head();
-                for (a, r) in appends.into_iter().zip(results) {
+                for (reply, r) in replies.into_iter().zip(results) {
                     let answer = match r {
                         ItemResult::Written { seq, leaf } => Ok(Appended { seq, leaf_hash: leaf }),
                         ItemResult::Replayed => Err(AuditError::Replayed),
                     };
-                    let _ = a.reply.send(answer);
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {
                 self.dirty = true;
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, records = appends.len(), "audit batch failed; the calls fail");
-                for a in appends {
-                    let _ = a.reply.send(Err(duplicate(&e)));
+                tracing::error!(error = %e, records = n, "audit batch failed; the calls fail");
+                for reply in replies {
+                    let _ = reply.send(Err(duplicate(&e)));
                 }
             }
         }

@@ -24,9 +24,9 @@ pub struct ReplayKey {
 }
 
 /// One append of a batch, as the writer hands it to the store.
-pub(crate) struct BatchItem<'a> {
-    pub prepared: &'a Prepared,
-    pub replay: Option<&'a ReplayKey>,
+pub(crate) struct BatchItem {
+    pub prepared: Prepared,
+    pub replay: Option<ReplayKey>,
 }
 
 /// What the store did with one item of a batch.
@@ -122,6 +122,97 @@ impl RawCheckpoint {
     }
 }
 
+/// Whether each item competes for its replay key in the store: the first occurrence of
+/// an (`iss`, `jti`) pair in a batch does, a later one is a replay of it (items without
+/// a key are always written).
+fn first_of_pairs(items: &[BatchItem]) -> Vec<bool> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    items.iter().map(|it| it.replay.as_ref().is_none_or(|k| seen.insert((k.iss.as_str(), k.jti.as_str())))).collect()
+}
+
+/// A record of a batch numbered and encoded for its row.
+struct NumberedRow {
+    seq: i64,
+    /// Its index in the batch.
+    item: usize,
+    bytes: Vec<u8>,
+    leaf: Digest32,
+}
+
+/// Numbers, from `start_seq`, the items to write: those without a replay key, and those
+/// whose key is the first of its pair in the batch and was `accepted` by the store.
+fn number(items: &[BatchItem], first: &[bool], accepted: impl Fn(&ReplayKey) -> bool, start_seq: u64) -> Result<(Vec<ItemResult>, Vec<NumberedRow>), AuditError> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut rows = Vec::with_capacity(items.len());
+    let mut seq = start_seq;
+    for (i, (it, first)) in items.iter().zip(first).enumerate() {
+        let ok = match &it.replay {
+            None => true,
+            Some(k) => *first && accepted(k),
+        };
+        if !ok {
+            results.push(ItemResult::Replayed);
+            continue;
+        }
+        if seq > crate::entry::MAX_SEQ {
+            return Err(AuditError::OutOfRange { what: "seq", value: seq });
+        }
+        let bytes = entry_bytes(seq, &it.prepared.record_jcs);
+        let leaf = leaf_hash_bytes(&bytes);
+        rows.push(NumberedRow { seq: to_i64("seq", seq)?, item: i, bytes, leaf });
+        results.push(ItemResult::Written { seq, leaf });
+        seq += 1;
+    }
+    Ok((results, rows))
+}
+
+/// [`Db::commit_batch`] on the SQLite writer's connection: the same transaction, one
+/// statement per row (prepared once per connection), no thread hand-off in between.
+fn commit_batch_sqlite(
+    conn: &mut rusqlite::Connection,
+    start_seq: u64,
+    now_unix: i64,
+    items: &[BatchItem],
+    numbered: impl FnOnce(&[ItemResult]),
+) -> Result<Vec<ItemResult>, AuditError> {
+    use crate::sqlite_writer::store_err;
+    use rusqlite::{OptionalExtension, TransactionBehavior, params};
+    let first = first_of_pairs(items);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_err("beginning a batch"))?;
+    let mut accepted: HashSet<(&str, &str)> = HashSet::new();
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO audit_replay (iss, jti, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE audit_replay.expires_at <= ?4 RETURNING 1",
+            )
+            .map_err(store_err("recording call ids"))?;
+        for (it, f) in items.iter().zip(&first) {
+            if let (Some(k), true) = (&it.replay, *f) {
+                let won = upsert.query_row(params![k.iss, k.jti, k.expires_at, now_unix], |_| Ok(())).optional().map_err(store_err("recording call ids"))?;
+                if won.is_some() {
+                    accepted.insert((k.iss.as_str(), k.jti.as_str()));
+                }
+            }
+        }
+    }
+    let (results, rows) = number(items, &first, |k| accepted.contains(&(k.iss.as_str(), k.jti.as_str())), start_seq)?;
+    numbered(&results);
+    {
+        let mut insert = tx
+            .prepare_cached("INSERT INTO audit_entries (seq, kind, agent, acting_user, jti, time_ms, canonical, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .map_err(store_err("writing audit records"))?;
+        for row in &rows {
+            let p = &items[row.item].prepared;
+            insert
+                .execute(params![row.seq, p.kind, p.agent, p.user, p.jti, p.time_ms, row.bytes, row.leaf.as_slice()])
+                .map_err(store_err("writing audit records"))?;
+        }
+    }
+    tx.commit().map_err(store_err("committing audit records"))?;
+    Ok(results)
+}
+
 impl Db {
     /// Writes one batch in one transaction: consumes the replay keys (refusing used,
     /// unexpired ones, and repeats within the batch), numbers the remaining records from
@@ -130,22 +221,22 @@ impl Db {
     /// `numbered` is called once the batch's records are numbered and hashed, before they
     /// are written and committed (so callers can prepare what depends on `seq` and the leaf
     /// hash while the commit's fsync runs; nothing may leave before the commit succeeds).
-    pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem<'_>], numbered: impl FnOnce(&[ItemResult]) + Send) -> Result<Vec<ItemResult>, AuditError> {
-        // Replay keys: the first occurrence of a pair in the batch competes in the store;
-        // a later one is a replay of it.
-        let mut seen: HashSet<(&str, &str)> = HashSet::new();
-        let mut contenders: Vec<&ReplayKey> = Vec::new();
-        let mut first_of_pair: Vec<bool> = Vec::with_capacity(items.len());
-        for it in items {
-            match it.replay {
-                Some(k) if seen.insert((k.iss.as_str(), k.jti.as_str())) => {
-                    contenders.push(k);
-                    first_of_pair.push(true);
-                }
-                Some(_) => first_of_pair.push(false),
-                None => first_of_pair.push(true),
-            }
+    /// A SQLite file is written on the audit writer's own connection
+    /// ([`crate::sqlite_writer`]); PostgreSQL and an in-memory SQLite through the pool.
+    pub(crate) async fn commit_batch(
+        &self,
+        start_seq: u64,
+        now_unix: i64,
+        items: Vec<BatchItem>,
+        numbered: impl FnOnce(&[ItemResult]) + Send + 'static,
+    ) -> Result<Vec<ItemResult>, AuditError> {
+        if let Db::Sqlite(store) = self
+            && let Some(writer) = store.writer()
+        {
+            return writer.run(move |conn| commit_batch_sqlite(conn, start_seq, now_unix, &items, numbered)).await?;
         }
+        let first = first_of_pairs(&items);
+        let contenders: Vec<&ReplayKey> = items.iter().zip(&first).filter(|(_, f)| **f).filter_map(|(it, _)| it.replay.as_ref()).collect();
         let begin = self.begin_write();
         with_pool!(self, pool => async {
             let mut tx = pool.begin_with(begin).await.map_err(AuditError::store("beginning a batch"))?;
@@ -162,42 +253,22 @@ impl Db {
                     accepted.insert(pair);
                 }
             }
-            // Number and encode what is written.
-            let mut results = Vec::with_capacity(items.len());
-            let mut rows: Vec<(i64, &Prepared, Vec<u8>, Digest32)> = Vec::with_capacity(items.len());
-            let mut seq = start_seq;
-            for (it, first) in items.iter().zip(&first_of_pair) {
-                let ok = match it.replay {
-                    None => true,
-                    Some(k) => *first && accepted.contains(&(k.iss.clone(), k.jti.clone())),
-                };
-                if !ok {
-                    results.push(ItemResult::Replayed);
-                    continue;
-                }
-                if seq > crate::entry::MAX_SEQ {
-                    return Err(AuditError::OutOfRange { what: "seq", value: seq });
-                }
-                let bytes = entry_bytes(seq, &it.prepared.record_jcs);
-                let leaf = leaf_hash_bytes(&bytes);
-                rows.push((to_i64("seq", seq)?, it.prepared, bytes, leaf));
-                results.push(ItemResult::Written { seq, leaf });
-                seq += 1;
-            }
+            let (results, rows) = number(&items, &first, |k| accepted.contains(&(k.iss.clone(), k.jti.clone())), start_seq)?;
             numbered(&results);
             for range in chunks(rows.len()) {
                 let sql = insert_entries_sql(range.len());
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (s, p, bytes, leaf) in &rows[range] {
+                for row in &rows[range] {
+                    let p = &items[row.item].prepared;
                     q = q
-                        .bind(*s)
+                        .bind(row.seq)
                         .bind(p.kind)
                         .bind(p.agent.as_deref())
                         .bind(p.user.as_deref())
                         .bind(p.jti.as_deref())
                         .bind(p.time_ms)
-                        .bind(bytes.as_slice())
-                        .bind(leaf.as_slice());
+                        .bind(row.bytes.as_slice())
+                        .bind(row.leaf.as_slice());
                 }
                 q.execute(&mut *tx).await.map_err(AuditError::store("writing audit records"))?;
             }
