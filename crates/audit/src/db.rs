@@ -246,7 +246,7 @@ impl Db {
         if let Db::Sqlite(s) = self
             && let Some(w) = s.writer()
         {
-            w.close().await;
+            w.close();
         }
         with_pool!(self, p => p.close().await)
     }
@@ -298,16 +298,15 @@ mod tests {
         let Db::Sqlite(store) = &db else { unreachable!() };
         let writer = store.writer().expect("a database file has a writer connection");
         let pragmas = writer
-            .run(|c| {
+            .run_blocking(|c| {
                 let text = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, String>(0)).unwrap();
                 let int = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0)).unwrap();
                 (text("journal_mode"), int("synchronous"), int("busy_timeout"), int("foreign_keys"))
             })
-            .await
             .unwrap();
         assert_eq!(pragmas, ("wal".to_owned(), 2, 5000, 1));
         db.close().await;
-        assert!(matches!(writer.run(|_| ()).await, Err(AuditError::Closed)), "a closed writer takes no more work");
+        assert!(matches!(writer.run_blocking(|_| ()), Err(AuditError::Closed)), "a closed writer takes no more work");
     }
 
     #[tokio::test]

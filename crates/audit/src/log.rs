@@ -1,22 +1,32 @@
 //! The audit writer: durable group commit, the in-memory tree head, and checkpoints.
 //!
-//! One writer task owns the tail of the log. Appenders canonicalise their record on
-//! their own task, send it over a bounded channel and wait for their reply. The writer
-//! takes everything queued (up to [`LogConfig::max_batch`]), writes it in one
-//! transaction (one fsync), and only then answers each appender with its `seq` and leaf
-//! hash. While one batch is being made durable the next one queues up, so throughput
-//! grows with concurrency while each append still returns only once it is durable.
+//! The tail of the log (the tree's [`Frontier`], checkpoint timing, counters) sits behind
+//! one async mutex, and appends are committed by whichever appender holds it: the
+//! *leader*. An appender canonicalises its record on its own task, puts it in the shared
+//! queue and then waits for its answer or for the tail, whichever comes first. Holding
+//! the tail it takes everything queued (up to [`LogConfig::max_batch`]), writes it in one
+//! transaction (one fsync), answers every appender of the batch with its `seq` and leaf
+//! hash, and lets go; appenders whose records came while it was committing find theirs
+//! queued and the next of them leads. So one appender alone commits its own record with
+//! no hand-off between threads, and throughput still grows with concurrency while each
+//! append returns only once it is durable.
 //!
-//! The tree head is kept as a [`Frontier`] (O(log n) per append). If a batch fails, every
-//! appender of it gets the error (the gateway then fails the call) and the writer
-//! re-reads the log's tail from the store before the next batch, so its state never runs
-//! ahead of or behind what is stored.
+//! For a SQLite file the batch runs on the writer's own connection on the leader's
+//! thread, with no await between taking the batch and answering it, so a leader's task
+//! being dropped cannot strand anyone's record. Through a pool (PostgreSQL, in-memory
+//! SQLite) the leader's batch runs as a spawned task for the same reason.
 //!
-//! Checkpoints are signed every [`LogConfig::checkpoint_every`] records or
+//! If a batch fails, every appender of it gets the error (the gateway then fails the
+//! call) and the next leader re-reads the log's tail from the store first, so the head
+//! never runs ahead of or behind what is stored.
+//!
+//! Checkpoints are signed every [`LogConfig::checkpoint_every`] records (by the leader
+//! that crossed the mark, after it has answered its batch) or
 //! [`LogConfig::checkpoint_interval`] (whichever comes first, on the injected clock's
 //! monotonic time, and only if the log grew), on demand ([`AuditLog::checkpoint`]), and
-//! at shutdown ([`AuditLog::shutdown`], or when the last handle is dropped). The writer
-//! also purges expired call ids every [`LogConfig::purge_interval`].
+//! at shutdown ([`AuditLog::shutdown`], or when the last handle is dropped). A background
+//! task runs the timers and also purges expired call ids every
+//! [`LogConfig::purge_interval`].
 
 use crate::checkpoint::{CheckpointSigner, StoredCheckpoint, sign_checkpoint};
 use crate::db::Db;
@@ -29,11 +39,10 @@ use medicodax_wire::CheckpointClaims;
 use medicodax_wire::audit::{AuditRecord, IntentRecord, OutcomeRecord, SystemEvent};
 use medicodax_wire::hash::Digest32;
 use serde::Serialize;
-use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, mpsc, oneshot, watch};
 
 /// How the writer batches and when it signs checkpoints.
 #[derive(Clone, Debug)]
@@ -48,8 +57,6 @@ pub struct LogConfig {
     pub purge_interval: Duration,
     /// The most records written in one transaction.
     pub max_batch: usize,
-    /// How many appends may wait for the writer before appenders wait to enqueue.
-    pub queue: usize,
 }
 
 impl LogConfig {
@@ -61,7 +68,6 @@ impl LogConfig {
             checkpoint_interval: Duration::from_secs(60),
             purge_interval: Duration::from_secs(60),
             max_batch: 1024,
-            queue: 8192,
         }
     }
 }
@@ -91,12 +97,6 @@ pub struct TreeHead {
     pub root: String,
 }
 
-enum Cmd {
-    Append { prepared: Prepared, replay: Option<ReplayKey>, early: Option<oneshot::Sender<Appended>>, reply: oneshot::Sender<Result<Appended, AuditError>> },
-    Checkpoint { reply: oneshot::Sender<Result<StoredCheckpoint, AuditError>> },
-    Shutdown { reply: oneshot::Sender<Result<Option<StoredCheckpoint>, AuditError>> },
-}
-
 /// Counters of the writer, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LogStats {
@@ -121,19 +121,29 @@ struct Counters {
     checkpoints: AtomicU64,
 }
 
-/// A handle on the audit log. Cheap to clone; every clone talks to the same writer.
+/// A handle on the audit log. Cheap to clone; every clone appends to the same tail.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Cmd>,
+    shared: Arc<Shared>,
+    /// Held by every handle: when the last one is dropped the background task closes the
+    /// log with a checkpoint.
+    _alive: mpsc::Sender<()>,
     head: watch::Receiver<TreeHead>,
     counters: Arc<Counters>,
     db: Db,
     origin: Arc<str>,
 }
 
+/// What the appenders share: the queue of records waiting for a leader, and the tail.
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Vec<PendingAppend>>,
+    tail: Arc<AsyncMutex<Tail>>,
+}
+
 impl AuditLog {
     /// Opens the log on `db` (whose audit schema [`Db::connect`] has set up) and starts
-    /// its writer task on the current tokio runtime.
+    /// its background task (checkpoint and purge timers) on the current tokio runtime.
     ///
     /// The tail is loaded from the stored leaf hashes. Opening is refused (fail closed)
     /// when the stored log has a gap, or no longer matches its latest checkpoint's size
@@ -160,10 +170,9 @@ impl AuditLog {
         }
         let origin: Arc<str> = Arc::from(config.origin.as_str());
         let (head_tx, head_rx) = watch::channel(TreeHead { size: frontier.size(), root: to_hex(&frontier.root()) });
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
         let now = clock.monotonic();
         let counters = Arc::new(Counters::default());
-        let writer = Writer {
+        let tail = Tail {
             counters: Arc::clone(&counters),
             db: db.clone(),
             clock,
@@ -174,10 +183,13 @@ impl AuditLog {
             last_cp_at: now,
             last_purge_at: now,
             dirty: false,
+            closed: false,
             head: head_tx,
         };
-        tokio::spawn(writer.run(rx));
-        Ok(AuditLog { tx, head: head_rx, counters, db, origin })
+        let shared = Arc::new(Shared { queue: Mutex::new(Vec::new()), tail: Arc::new(AsyncMutex::new(tail)) });
+        let (alive, gone) = mpsc::channel(1);
+        tokio::spawn(background(Arc::clone(&shared), gone));
+        Ok(AuditLog { shared, _alive: alive, head: head_rx, counters, db, origin })
     }
 
     /// The log's name, as its checkpoints carry it (`origin`).
@@ -207,44 +219,57 @@ impl AuditLog {
         self.send_append(Prepared::new(&AuditRecord::Event(event))?, None).await
     }
 
+    /// Queues a record for the next batch; its answer comes on the returned receiver.
+    fn enqueue(&self, prepared: Prepared, replay: Option<ReplayKey>, early: Option<oneshot::Sender<Appended>>) -> oneshot::Receiver<Result<Appended, AuditError>> {
+        let (reply, answer) = oneshot::channel();
+        self.shared.queue.lock().unwrap_or_else(PoisonError::into_inner).push(PendingAppend { prepared, replay, early, reply });
+        answer
+    }
+
     async fn send_append(&self, prepared: Prepared, replay: Option<ReplayKey>) -> Result<Appended, AuditError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Append { prepared, replay, early: None, reply }).await.map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        let mut answer = self.enqueue(prepared, replay, None);
+        self.shared.until_answered(&mut answer).await?
     }
 
     /// Appends an outcome record and returns as soon as it is numbered, before it is
     /// durable: the caller can sign what depends on its `seq` and leaf hash while the
-    /// commit's fsync runs, and must then await [`Numbered::durable`] before anything
-    /// based on it leaves. If the batch fails, `durable` returns the error (and the seq
-    /// may be given to a later record).
+    /// commit's fsync runs (when another appender leads the batch), and must then await
+    /// [`Numbered::durable`] before anything based on it leaves. If the batch fails,
+    /// `durable` returns the error (and the seq may be given to a later record).
     pub async fn append_outcome_numbered(&self, outcome: OutcomeRecord) -> Result<Numbered, AuditError> {
         let prepared = Prepared::new(&AuditRecord::Outcome(outcome))?;
-        let (early_tx, early_rx) = oneshot::channel();
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Append { prepared, replay: None, early: Some(early_tx), reply }).await.map_err(|_| AuditError::Closed)?;
-        match early_rx.await {
-            Ok(appended) => Ok(Numbered { appended, durable: rx }),
+        let (early_tx, mut early_rx) = oneshot::channel();
+        let mut answer = self.enqueue(prepared, None, Some(early_tx));
+        match self.shared.until_answered(&mut early_rx).await {
+            Ok(appended) => Ok(Numbered { appended, durable: answer }),
             // Never numbered: the batch failed before that; its answer says why.
-            Err(_) => Err(rx.await.map_err(|_| AuditError::Closed)?.err().unwrap_or(AuditError::Closed)),
+            Err(_) => Err(self.shared.until_answered(&mut answer).await?.err().unwrap_or(AuditError::Closed)),
         }
     }
 
     /// Signs and stores a checkpoint of the log as it is now (after everything queued
     /// before this call).
     pub async fn checkpoint(&self) -> Result<StoredCheckpoint, AuditError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Checkpoint { reply }).await.map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        // In a task of its own, so a caller that stops waiting cannot cut it short.
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let mut tail = shared.tail.lock().await;
+            tail.drain(&shared.queue).await;
+            if tail.closed {
+                return Err(AuditError::Closed);
+            }
+            tail.checkpoint().await
+        })
+        .await
+        .map_err(|_| AuditError::Closed)?
     }
 
     /// Writes everything queued before this call, signs a final checkpoint if the log
-    /// grew since the last one, and stops the writer. Later appends fail with
+    /// grew since the last one, and closes the log. Later appends fail with
     /// [`AuditError::Closed`].
     pub async fn shutdown(&self) -> Result<Option<StoredCheckpoint>, AuditError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Shutdown { reply }).await.map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move { shared.tail.lock().await.close(&shared.queue).await }).await.map_err(|_| AuditError::Closed)?
     }
 
     /// The size and root of the durable log.
@@ -270,6 +295,61 @@ impl AuditLog {
     }
 }
 
+impl Shared {
+    /// Waits for `answer`, leading a batch whenever the tail is free in the meantime.
+    ///
+    /// Whoever held the tail before has answered everything it took, so a record still
+    /// unanswered when the tail is acquired is still queued, and this leader commits it.
+    async fn until_answered<T>(self: &Arc<Self>, answer: &mut oneshot::Receiver<T>) -> Result<T, AuditError> {
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut *answer => return r.map_err(|_| AuditError::Closed),
+                tail = Arc::clone(&self.tail).lock_owned() => self.lead(tail).await,
+            }
+        }
+    }
+
+    /// Commits one batch of what is queued, holding the tail, and lets go (appenders
+    /// whose records came meanwhile are waiting for the tail and lead the next one).
+    async fn lead(self: &Arc<Self>, mut tail: OwnedMutexGuard<Tail>) {
+        if tail.db.commits_in_place() {
+            tail.run_batch(&self.queue).await;
+        } else {
+            // An await inside a batch: run it where the caller's cancellation cannot reach.
+            let shared = Arc::clone(self);
+            let _ = tokio::spawn(async move { tail.run_batch(&shared.queue).await }).await;
+        }
+    }
+}
+
+/// Runs the checkpoint and purge timers, and closes the log when every handle is gone.
+async fn background(shared: Arc<Shared>, mut gone: mpsc::Receiver<()>) {
+    loop {
+        let (clock, wait) = {
+            let tail = shared.tail.lock().await;
+            if tail.closed {
+                return;
+            }
+            (Arc::clone(&tail.clock), tail.until_timer())
+        };
+        tokio::select! {
+            biased;
+            _ = gone.recv() => {
+                // Every handle is gone: close the log with a checkpoint.
+                let _ = shared.tail.lock().await.close(&shared.queue).await;
+                return;
+            }
+            () = clock.sleep(wait) => {
+                let mut tail = shared.tail.lock().await;
+                if !tail.closed {
+                    tail.on_timer().await;
+                }
+            }
+        }
+    }
+}
+
 /// A record numbered but perhaps not yet durable (see [`AuditLog::append_outcome_numbered`]).
 #[derive(Debug)]
 pub struct Numbered {
@@ -280,6 +360,9 @@ pub struct Numbered {
 
 impl Numbered {
     /// Waits until the record is durable; fails if its batch did not commit.
+    ///
+    /// The batch that numbered the record is already being committed by its leader,
+    /// which answers it whatever happens to the leader's own task.
     pub async fn durable(self) -> Result<Appended, AuditError> {
         let done = self.durable.await.map_err(|_| AuditError::Closed)??;
         if done != self.appended {
@@ -290,6 +373,7 @@ impl Numbered {
     }
 }
 
+#[derive(Debug)]
 struct PendingAppend {
     prepared: Prepared,
     replay: Option<ReplayKey>,
@@ -297,7 +381,8 @@ struct PendingAppend {
     reply: oneshot::Sender<Result<Appended, AuditError>>,
 }
 
-struct Writer {
+/// The tail of the log: what the leader of a batch holds.
+struct Tail {
     counters: Arc<Counters>,
     db: Db,
     clock: SharedClock,
@@ -309,7 +394,15 @@ struct Writer {
     last_purge_at: Mono,
     /// A batch failed: re-read the tail from the store before writing again.
     dirty: bool,
+    /// Shut down: every append fails with [`AuditError::Closed`].
+    closed: bool,
     head: watch::Sender<TreeHead>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail").field("size", &self.frontier.size()).field("dirty", &self.dirty).field("closed", &self.closed).finish_non_exhaustive()
+    }
 }
 
 /// The same error again, for each appender of a failed batch.
@@ -322,37 +415,63 @@ fn duplicate(e: &AuditError) -> AuditError {
     }
 }
 
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        loop {
-            let sleep = self.clock.sleep(self.until_timer());
-            tokio::select! {
-                biased;
-                cmd = rx.recv() => {
-                    let Some(first) = cmd else {
-                        // Every handle is gone: close the log with a checkpoint.
-                        let _ = self.final_checkpoint().await;
-                        return;
-                    };
-                    let mut batch = vec![first];
-                    // Let the appenders answered by the last batch queue their next record
-                    // first, so it joins this transaction instead of waiting a whole fsync
-                    // for the next one (with 8 appenders the mean batch goes from about 4
-                    // to about 8). It costs a few microseconds when no other task is ready.
-                    tokio::task::yield_now().await;
-                    while batch.len() < self.config.max_batch.max(1) {
-                        match rx.try_recv() {
-                            Ok(c) => batch.push(c),
-                            Err(_) => break,
-                        }
-                    }
-                    if self.handle(batch).await.is_break() {
-                        return;
-                    }
-                }
-                () = sleep => self.on_timer().await,
+fn take_batch(queue: &Mutex<Vec<PendingAppend>>, max: usize) -> Vec<PendingAppend> {
+    let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+    if q.len() <= max {
+        std::mem::take(&mut *q)
+    } else {
+        q.drain(..max).collect()
+    }
+}
+
+impl Tail {
+    /// Commits one batch of what is queued (after re-reading the tail if the last batch
+    /// failed); fails it once the log is closed.
+    async fn run_batch(&mut self, queue: &Mutex<Vec<PendingAppend>>) {
+        if self.dirty
+            && let Err(e) = self.resync().await
+        {
+            let failed = take_batch(queue, usize::MAX);
+            tracing::error!(error = %e, "audit store unavailable; failing {} appends", failed.len());
+            for a in failed {
+                let _ = a.reply.send(Err(duplicate(&e)));
             }
+            return;
         }
+        // From here to the answers there is no await for a SQLite file (see `write`).
+        let batch = take_batch(queue, self.config.max_batch.max(1));
+        if batch.is_empty() {
+            return;
+        }
+        if self.closed {
+            for a in batch {
+                let _ = a.reply.send(Err(AuditError::Closed));
+            }
+            return;
+        }
+        self.write(batch).await;
+        if self.frontier.size() >= self.last_cp_size.unwrap_or(0).saturating_add(self.config.checkpoint_every) {
+            self.try_checkpoint("count").await;
+        }
+    }
+
+    /// Commits everything queued now (not what comes while it runs, so it ends under
+    /// any load).
+    async fn drain(&mut self, queue: &Mutex<Vec<PendingAppend>>) {
+        let queued = queue.lock().unwrap_or_else(PoisonError::into_inner).len();
+        for _ in 0..queued.div_ceil(self.config.max_batch.max(1)) {
+            self.run_batch(queue).await;
+        }
+    }
+
+    /// Commits what is queued, signs a final checkpoint if the log grew, and closes it.
+    async fn close(&mut self, queue: &Mutex<Vec<PendingAppend>>) -> Result<Option<StoredCheckpoint>, AuditError> {
+        if self.closed {
+            return Ok(None);
+        }
+        self.drain(queue).await;
+        self.closed = true;
+        self.final_checkpoint().await
     }
 
     fn until_timer(&self) -> Duration {
@@ -362,50 +481,7 @@ impl Writer {
         now.until(cp.min(purge))
     }
 
-    async fn handle(&mut self, batch: Vec<Cmd>) -> ControlFlow<()> {
-        enum Control {
-            Checkpoint(oneshot::Sender<Result<StoredCheckpoint, AuditError>>),
-            Shutdown(oneshot::Sender<Result<Option<StoredCheckpoint>, AuditError>>),
-        }
-        let mut appends = Vec::with_capacity(batch.len());
-        let mut controls = Vec::new();
-        for c in batch {
-            match c {
-                Cmd::Append { prepared, replay, early, reply } => appends.push(PendingAppend { prepared, replay, early, reply }),
-                Cmd::Checkpoint { reply } => controls.push(Control::Checkpoint(reply)),
-                Cmd::Shutdown { reply } => controls.push(Control::Shutdown(reply)),
-            }
-        }
-        if !appends.is_empty() {
-            self.write(appends).await;
-            if self.frontier.size() >= self.last_cp_size.unwrap_or(0).saturating_add(self.config.checkpoint_every) {
-                self.try_checkpoint("count").await;
-            }
-        }
-        for c in controls {
-            match c {
-                Control::Checkpoint(reply) => {
-                    let _ = reply.send(self.checkpoint().await);
-                }
-                Control::Shutdown(reply) => {
-                    let _ = reply.send(self.final_checkpoint().await);
-                    return ControlFlow::Break(());
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
     async fn write(&mut self, appends: Vec<PendingAppend>) {
-        if self.dirty
-            && let Err(e) = self.resync().await
-        {
-            tracing::error!(error = %e, "audit store unavailable; failing {} appends", appends.len());
-            for a in appends {
-                let _ = a.reply.send(Err(duplicate(&e)));
-            }
-            return;
-        }
         let mut early = Vec::with_capacity(appends.len());
         let mut items = Vec::with_capacity(appends.len());
         let mut replies = Vec::with_capacity(appends.len());
@@ -421,8 +497,12 @@ impl Writer {
                 }
             }
         };
-        let n = items.len();
-        let result = self.db.commit_batch(self.frontier.size(), self.clock.now_unix(), items, numbered).await;
+        let (start, now) = (self.frontier.size(), self.clock.now_unix());
+        let result = if self.db.commits_in_place() {
+            self.db.commit_batch_blocking(start, now, &items, numbered).unwrap_or(Err(AuditError::Closed))
+        } else {
+            self.db.commit_batch(start, now, &items, numbered).await
+        };
         match result {
             Ok(results) => {
                 let mut written = 0;
@@ -447,7 +527,7 @@ impl Writer {
             Err(e) => {
                 self.dirty = true;
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, records = n, "audit batch failed; the calls fail");
+                tracing::error!(error = %e, records = items.len(), "audit batch failed; the calls fail");
                 for reply in replies {
                     let _ = reply.send(Err(duplicate(&e)));
                 }

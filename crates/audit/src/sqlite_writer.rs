@@ -1,37 +1,30 @@
-//! The SQLite write path of the audit log: one connection on one OS thread.
+//! The SQLite write path of the audit log: one connection of its own, used in place.
 //!
 //! sqlx runs every SQLite statement on a worker thread and answers over a channel, so a
 //! batch (BEGIN, upsert, insert, COMMIT) costs four round trips between threads on top
-//! of its fsync. The audit writer is the only hot writer, so for a SQLite file it hands
-//! the whole transaction to this thread instead: one hand-off there, one back, and the
-//! statements run back to back on a connection with `synchronous=FULL` (a commit returns
-//! once the WAL is fsynced). Reads and every other write keep using the sqlx pool; WAL
-//! lets them run beside this connection, and `busy_timeout` orders writers.
-//!
-//! If a job panics the thread ends and every later job fails with
-//! [`AuditError::Closed`], so the log fails closed.
+//! of its fsync, and on a virtual machine each wake of a parked thread costs tens of
+//! microseconds. The audit log's batches are the only hot writes, so for a SQLite file
+//! they run on this connection, on the thread of the task that leads the batch
+//! ([`crate::log`]): no hand-off at all, and the statements run back to back on a
+//! connection with `synchronous=FULL` (a commit returns once the WAL is fsynced). The
+//! batch blocks that thread for one transaction, which is the point: nothing may answer
+//! before it is durable. Reads and every other write keep using the sqlx pool; WAL lets
+//! them run beside this connection, and `busy_timeout` orders writers.
 
 use crate::error::AuditError;
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// The writer thread and the way to reach it.
+/// The audit writer's connection to a SQLite file.
 #[derive(Debug)]
 pub(crate) struct SqliteWriter {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    conn: Mutex<Option<Connection>>,
 }
 
 impl SqliteWriter {
-    /// Opens a second connection to the (existing) database file at `path` and starts
-    /// its thread.
+    /// Opens a second connection to the (existing) database file at `path`.
     pub fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteWriter, AuditError> {
         let connect = |e: rusqlite::Error| AuditError::Connect { backend: "sqlite", reason: e.to_string() };
         let conn = Connection::open(path).map_err(connect)?;
@@ -42,38 +35,21 @@ impl SqliteWriter {
         conn.pragma_update(None, "synchronous", "FULL").map_err(connect)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(connect)?;
         conn.set_prepared_statement_cache_capacity(16);
-        let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("medicodax-audit-sqlite".into())
-            .spawn(move || {
-                let mut conn = conn;
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
-                }
-            })
-            .map_err(|e| AuditError::Connect { backend: "sqlite", reason: format!("starting the audit writer thread: {e}") })?;
-        Ok(SqliteWriter { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        Ok(SqliteWriter { conn: Mutex::new(Some(conn)) })
     }
 
-    /// Runs `job` on the writer's connection and returns its answer.
-    pub async fn run<R: Send + 'static>(&self, job: impl FnOnce(&mut Connection) -> R + Send + 'static) -> Result<R, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        let sender = self.tx.lock().unwrap_or_else(PoisonError::into_inner).clone().ok_or(AuditError::Closed)?;
-        sender
-            .send(Box::new(move |c: &mut Connection| {
-                let _ = reply.send(job(c));
-            }))
-            .map_err(|_| AuditError::Closed)?;
-        answer.await.map_err(|_| AuditError::Closed)
+    /// Runs `job` on the connection, on the calling thread (blocking it until `job`
+    /// returns). Fails with [`AuditError::Closed`] once [`SqliteWriter::close`] ran.
+    pub fn run_blocking<R>(&self, job: impl FnOnce(&mut Connection) -> R) -> Result<R, AuditError> {
+        // A job that panicked left no transaction open (rusqlite rolls back on drop).
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = conn.as_mut().ok_or(AuditError::Closed)?;
+        Ok(job(conn))
     }
 
-    /// Stops the thread after the jobs already sent, and closes its connection.
-    pub async fn close(&self) {
-        drop(self.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(t) = thread {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    /// Closes the connection; later jobs fail with [`AuditError::Closed`].
+    pub fn close(&self) {
+        drop(self.conn.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 }
 

@@ -221,21 +221,10 @@ impl Db {
     /// `numbered` is called once the batch's records are numbered and hashed, before they
     /// are written and committed (so callers can prepare what depends on `seq` and the leaf
     /// hash while the commit's fsync runs; nothing may leave before the commit succeeds).
-    /// A SQLite file is written on the audit writer's own connection
-    /// ([`crate::sqlite_writer`]); PostgreSQL and an in-memory SQLite through the pool.
-    pub(crate) async fn commit_batch(
-        &self,
-        start_seq: u64,
-        now_unix: i64,
-        items: Vec<BatchItem>,
-        numbered: impl FnOnce(&[ItemResult]) + Send + 'static,
-    ) -> Result<Vec<ItemResult>, AuditError> {
-        if let Db::Sqlite(store) = self
-            && let Some(writer) = store.writer()
-        {
-            return writer.run(move |conn| commit_batch_sqlite(conn, start_seq, now_unix, &items, numbered)).await?;
-        }
-        let first = first_of_pairs(&items);
+    /// This runs through the pool (PostgreSQL, in-memory SQLite); a SQLite file uses
+    /// [`Db::commit_batch_blocking`].
+    pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult]) + Send) -> Result<Vec<ItemResult>, AuditError> {
+        let first = first_of_pairs(items);
         let contenders: Vec<&ReplayKey> = items.iter().zip(&first).filter(|(_, f)| **f).filter_map(|(it, _)| it.replay.as_ref()).collect();
         let begin = self.begin_write();
         with_pool!(self, pool => async {
@@ -253,7 +242,7 @@ impl Db {
                     accepted.insert(pair);
                 }
             }
-            let (results, rows) = number(&items, &first, |k| accepted.contains(&(k.iss.clone(), k.jti.clone())), start_seq)?;
+            let (results, rows) = number(items, &first, |k| accepted.contains(&(k.iss.clone(), k.jti.clone())), start_seq)?;
             numbered(&results);
             for range in chunks(rows.len()) {
                 let sql = insert_entries_sql(range.len());
@@ -275,6 +264,21 @@ impl Db {
             tx.commit().await.map_err(AuditError::store("committing audit records"))?;
             Ok(results)
         }.await)
+    }
+
+    /// [`Db::commit_batch`] for a SQLite file, on the audit writer's own connection and on
+    /// the calling thread, which it blocks until the commit is durable (no await: a batch
+    /// once taken is answered, whatever happens to the task). `None` when the store has no
+    /// such connection (PostgreSQL, in-memory SQLite).
+    pub(crate) fn commit_batch_blocking(&self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Option<Result<Vec<ItemResult>, AuditError>> {
+        let Db::Sqlite(store) = self else { return None };
+        let writer = store.writer()?;
+        Some(writer.run_blocking(|conn| commit_batch_sqlite(conn, start_seq, now_unix, items, numbered)).and_then(|r| r))
+    }
+
+    /// Whether audit batches run on the calling thread ([`Db::commit_batch_blocking`]).
+    pub(crate) fn commits_in_place(&self) -> bool {
+        matches!(self, Db::Sqlite(s) if s.writer().is_some())
     }
 
     /// The number of entries: the highest stored `seq` + 1 (0 when empty).
