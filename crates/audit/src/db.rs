@@ -27,10 +27,9 @@
 //!
 //! SQLite is opened in WAL mode with `synchronous=FULL` (a committed transaction has been
 //! fsynced, so an acknowledged append survives a crash or power loss), a 5 s
-//! `busy_timeout`, and foreign keys on. The audit log has a single writer task, whose
-//! batches go to a connection of their own on a thread of their own for a database file
-//! ([`crate::sqlite_writer`]); readers (verify, tail, the dashboard) use the pool's
-//! connections, which WAL lets run beside it.
+//! `busy_timeout`, and foreign keys on. The audit log writes one batch at a time, and for
+//! a database file on a connection of its own (`sqlite_writer.rs`); readers
+//! (verify, tail, the dashboard) use the pool's connections, which WAL lets run beside it.
 //! PostgreSQL connections force `synchronous_commit=on` for the same guarantee.
 
 use crate::error::AuditError;
@@ -68,7 +67,7 @@ pub enum Db {
 }
 
 /// A SQLite store: the sqlx pool for reads and ordinary writes, and for a database file
-/// the audit writer's own connection ([`crate::sqlite_writer`]).
+/// the audit writer's own connection (`sqlite_writer.rs`).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// The pool every query but the audit batches uses.

@@ -10,13 +10,14 @@
 //! # Architecture
 //!
 //! ```text
-//!  gateway handlers ──append_*()──► AuditLog (bounded channel) ──► writer task
+//!  gateway handlers ──append_*()──► AuditLog: shared queue; the appender that gets
+//!                                     the tail (async mutex) leads the batch
 //!                                                                    │ one transaction + one fsync per batch
 //!                                                                    │ Frontier: O(log n) tree head
 //!                                                                    │ checkpoints: every 1,000 records / 60 s / on demand / shutdown
 //!                                                                    ▼
-//!                     Db (SQLite WAL + synchronous=FULL, batches on the writer thread's own
-//!                         connection; or PostgreSQL)
+//!                     Db (SQLite WAL + synchronous=FULL, batches on the audit log's own
+//!                         connection in place; or PostgreSQL)
 //!                                       audit_entries · audit_checkpoints · audit_replay
 //!                                                                    ▲
 //!  CLI `medicodax audit …` ── verify() · prove() · tail()/follow() · export_fhir()
@@ -26,7 +27,7 @@
 //!   published RFC 6962 vectors; [`Frontier`] keeps appends O(log n).
 //! - [`Db`]: the store handle shared with the gateway (`connect(url)`, per-crate
 //!   [`MigrationSet`]s, [`with_pool!`] for queries written once for both backends).
-//! - [`AuditLog`]: the writer with durable group commit.
+//! - [`AuditLog`]: durable group commit (leader/follower, no writer task).
 //!   [`AuditLog::append_intent`] consumes the call's (`iss`, `jti`) in the same
 //!   transaction as the intent ([`ReplayKey`]); a used pair fails with
 //!   [`AuditError::Replayed`] and writes nothing. Appends return [`Appended`] (`seq`,

@@ -23,7 +23,7 @@ pub struct ReplayKey {
     pub expires_at: i64,
 }
 
-/// One append of a batch, as the writer hands it to the store.
+/// One append of a batch, as the leader hands it to the store.
 pub(crate) struct BatchItem {
     pub prepared: Prepared,
     pub replay: Option<ReplayKey>,
@@ -166,7 +166,7 @@ fn number(items: &[BatchItem], first: &[bool], accepted: impl Fn(&ReplayKey) -> 
     Ok((results, rows))
 }
 
-/// [`Db::commit_batch`] on the SQLite writer's connection: the same transaction, one
+/// [`Db::commit_batch`] on the audit log's own SQLite connection: the same transaction, one
 /// statement per row (prepared once per connection), no thread hand-off in between.
 fn commit_batch_sqlite(
     conn: &mut rusqlite::Connection,
