@@ -127,7 +127,7 @@ pub static AUDIT_MIGRATIONS: MigrationSet = MigrationSet {
 const STATEMENT_CACHE: usize = 2 * crate::store::MAX_CHUNK + 128;
 
 /// How long a SQLite writer waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Opens the store named by `url` and brings the audit schema up to date.
@@ -164,7 +164,7 @@ impl Db {
                 };
                 let path = opts.get_filename().to_owned();
                 let pool = pool.connect_with(opts).await.map_err(|e| AuditError::Connect { backend: "sqlite", reason: e.to_string() })?;
-                let writer = if memory { None } else { Some(Arc::new(SqliteWriter::open(&path, BUSY_TIMEOUT)?)) };
+                let writer = if memory { None } else { Some(Arc::new(SqliteWriter::open(&path)?)) };
                 Ok(Db::Sqlite(SqliteStore { pool, writer }))
             }
             "postgres" | "postgresql" => {
@@ -303,7 +303,8 @@ mod tests {
                 (text("journal_mode"), int("synchronous"), int("busy_timeout"), int("foreign_keys"))
             })
             .unwrap();
-        assert_eq!(pragmas, ("wal".to_owned(), 2, 5000, 1));
+        // busy_timeout 0: lock waits happen between non-blocking attempts (begin_in_place).
+        assert_eq!(pragmas, ("wal".to_owned(), 2, 0, 1));
         db.close().await;
         assert!(matches!(writer.run_blocking(|_| ()), Err(AuditError::Closed)), "a closed writer takes no more work");
     }

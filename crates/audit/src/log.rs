@@ -415,6 +415,14 @@ fn duplicate(e: &AuditError) -> AuditError {
     }
 }
 
+/// Fails every append of `batch` with `e`.
+fn fail(batch: Vec<PendingAppend>, what: &str, e: &AuditError) {
+    tracing::error!(error = %e, "{what}; failing {} appends", batch.len());
+    for a in batch {
+        let _ = a.reply.send(Err(duplicate(e)));
+    }
+}
+
 fn take_batch(queue: &Mutex<Vec<PendingAppend>>, max: usize) -> Vec<PendingAppend> {
     let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
     if q.len() <= max {
@@ -428,24 +436,35 @@ impl Tail {
     /// Commits one batch of what is queued (after re-reading the tail if the last batch
     /// failed); fails it once the log is closed.
     async fn run_batch(&mut self, queue: &Mutex<Vec<PendingAppend>>) {
+        if self.closed {
+            for a in take_batch(queue, usize::MAX) {
+                let _ = a.reply.send(Err(AuditError::Closed));
+            }
+            return;
+        }
         if self.dirty
             && let Err(e) = self.resync().await
         {
-            let failed = take_batch(queue, usize::MAX);
-            tracing::error!(error = %e, "audit store unavailable; failing {} appends", failed.len());
-            for a in failed {
-                let _ = a.reply.send(Err(duplicate(&e)));
-            }
+            fail(take_batch(queue, usize::MAX), "audit store unavailable", &e);
             return;
+        }
+        let in_place = self.db.commits_in_place();
+        if in_place {
+            if queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return;
+            }
+            // Wait for the write lock before taking anything, so the wait can be
+            // cancelled and never blocks the thread.
+            if let Err(e) = self.db.begin_in_place().await {
+                fail(take_batch(queue, self.config.max_batch.max(1)), "audit store locked", &e);
+                return;
+            }
         }
         // From here to the answers there is no await for a SQLite file (see `write`).
         let batch = take_batch(queue, self.config.max_batch.max(1));
         if batch.is_empty() {
-            return;
-        }
-        if self.closed {
-            for a in batch {
-                let _ = a.reply.send(Err(AuditError::Closed));
+            if in_place {
+                self.db.rollback_in_place();
             }
             return;
         }

@@ -7,8 +7,10 @@
 //! they run on this connection, on the thread of the task that leads the batch
 //! ([`crate::log`]): no hand-off at all, and the statements run back to back on a
 //! connection with `synchronous=FULL` (a commit returns once the WAL is fsynced). The
-//! batch blocks that thread for one transaction, which is the point: nothing may answer
-//! before it is durable. Reads and every other write keep using the sqlx pool; WAL lets
+//! batch blocks that thread for its statements and the commit's fsync, which is the
+//! point: nothing may answer before it is durable. It never blocks waiting for another
+//! connection's lock: the write transaction is opened first, retrying without blocking
+//! (`Db::begin_in_place`), and only then is the batch taken from the queue. Reads and every other write keep using the sqlx pool; WAL lets
 //! them run beside this connection, and `busy_timeout` orders writers.
 
 use crate::error::AuditError;
@@ -25,10 +27,12 @@ pub(crate) struct SqliteWriter {
 
 impl SqliteWriter {
     /// Opens a second connection to the (existing) database file at `path`.
-    pub fn open(path: &Path, busy_timeout: Duration) -> Result<SqliteWriter, AuditError> {
+    pub fn open(path: &Path) -> Result<SqliteWriter, AuditError> {
         let connect = |e: rusqlite::Error| AuditError::Connect { backend: "sqlite", reason: e.to_string() };
         let conn = Connection::open(path).map_err(connect)?;
-        conn.busy_timeout(busy_timeout).map_err(connect)?;
+        // Waiting for another connection's lock happens in `Db::begin_in_place`, between
+        // attempts that never block the thread; here it would stall the async runtime.
+        conn.busy_timeout(Duration::ZERO).map_err(connect)?;
         // journal_mode is a property of the file (the pool set WAL); synchronous and
         // foreign_keys are per connection.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(connect)?;
@@ -47,6 +51,22 @@ impl SqliteWriter {
         Ok(job(conn))
     }
 
+    /// Tries to open a write transaction (`BEGIN IMMEDIATE`) without waiting: `false` when
+    /// another connection holds the write lock.
+    pub fn try_begin(&self) -> Result<bool, AuditError> {
+        self.run_blocking(|c| {
+            if !c.is_autocommit() {
+                // Left open by a batch that never ran (it cannot be: rolled back to be safe).
+                rollback(c);
+            }
+            match c.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => Ok(true),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),
+                Err(e) => Err(store_err("beginning a batch")(e)),
+            }
+        })?
+    }
+
     /// Closes the connection; later jobs fail with [`AuditError::Closed`].
     pub fn close(&self) {
         drop(self.conn.lock().unwrap_or_else(PoisonError::into_inner).take());
@@ -56,4 +76,11 @@ impl SqliteWriter {
 /// A rusqlite error as the store error of `op` (the driver's message: no values).
 pub(crate) fn store_err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> AuditError {
     move |e| AuditError::Store { op, reason: e.to_string() }
+}
+
+/// Rolls back the open transaction, if any (errors ignored: the connection then has none).
+pub(crate) fn rollback(conn: &mut Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
 }

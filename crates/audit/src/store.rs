@@ -166,8 +166,9 @@ fn number(items: &[BatchItem], first: &[bool], accepted: impl Fn(&ReplayKey) -> 
     Ok((results, rows))
 }
 
-/// [`Db::commit_batch`] on the audit log's own SQLite connection: the same transaction, one
-/// statement per row (prepared once per connection), no thread hand-off in between.
+/// [`Db::commit_batch`] on the audit log's own SQLite connection, inside the write
+/// transaction [`Db::begin_in_place`] opened: one statement per row (prepared once per
+/// connection), no thread hand-off in between; COMMIT, or ROLLBACK on any error.
 fn commit_batch_sqlite(
     conn: &mut rusqlite::Connection,
     start_seq: u64,
@@ -175,10 +176,28 @@ fn commit_batch_sqlite(
     items: &[BatchItem],
     numbered: impl FnOnce(&[ItemResult]),
 ) -> Result<Vec<ItemResult>, AuditError> {
+    let result = write_batch_sqlite(conn, start_seq, now_unix, items, numbered)
+        .and_then(|results| conn.execute_batch("COMMIT").map(|()| results).map_err(crate::sqlite_writer::store_err("committing audit records")));
+    if result.is_err() {
+        crate::sqlite_writer::rollback(conn);
+    }
+    result
+}
+
+fn write_batch_sqlite(
+    conn: &mut rusqlite::Connection,
+    start_seq: u64,
+    now_unix: i64,
+    items: &[BatchItem],
+    numbered: impl FnOnce(&[ItemResult]),
+) -> Result<Vec<ItemResult>, AuditError> {
     use crate::sqlite_writer::store_err;
-    use rusqlite::{OptionalExtension, TransactionBehavior, params};
+    use rusqlite::{OptionalExtension, params};
+    if conn.is_autocommit() {
+        return Err(AuditError::Store { op: "writing audit records", reason: "no write transaction is open".into() });
+    }
     let first = first_of_pairs(items);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_err("beginning a batch"))?;
+    let tx = &*conn;
     let mut accepted: HashSet<(&str, &str)> = HashSet::new();
     {
         let mut upsert = tx
@@ -209,7 +228,6 @@ fn commit_batch_sqlite(
                 .map_err(store_err("writing audit records"))?;
         }
     }
-    tx.commit().map_err(store_err("committing audit records"))?;
     Ok(results)
 }
 
@@ -268,12 +286,47 @@ impl Db {
 
     /// [`Db::commit_batch`] for a SQLite file, on the audit writer's own connection and on
     /// the calling thread, which it blocks until the commit is durable (no await: a batch
-    /// once taken is answered, whatever happens to the task). `None` when the store has no
-    /// such connection (PostgreSQL, in-memory SQLite).
+    /// once taken is answered, whatever happens to the task). It runs inside the write
+    /// transaction [`Db::begin_in_place`] opened, so it never waits for another
+    /// connection's lock. `None` when the store has no such connection (PostgreSQL,
+    /// in-memory SQLite).
     pub(crate) fn commit_batch_blocking(&self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Option<Result<Vec<ItemResult>, AuditError>> {
         let Db::Sqlite(store) = self else { return None };
         let writer = store.writer()?;
         Some(writer.run_blocking(|conn| commit_batch_sqlite(conn, start_seq, now_unix, items, numbered)).and_then(|r| r))
+    }
+
+    /// Opens the write transaction of the next in-place batch (a SQLite file). While
+    /// another connection holds the write lock it waits between attempts without blocking
+    /// the thread (so that connection's own task can finish, even on a current-thread
+    /// runtime), for at most the busy timeout; then it fails. Cancelling it leaves no
+    /// transaction open.
+    pub(crate) async fn begin_in_place(&self) -> Result<(), AuditError> {
+        let Db::Sqlite(store) = self else { return Ok(()) };
+        let Some(writer) = store.writer() else { return Ok(()) };
+        // About the busy timeout: a few immediate retries, then 1 ms pauses.
+        const YIELDS: u32 = 16;
+        let max_sleeps = u32::try_from(crate::db::BUSY_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+        for attempt in 0..YIELDS + max_sleeps {
+            if writer.try_begin()? {
+                return Ok(());
+            }
+            if attempt < YIELDS {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        Err(AuditError::Store { op: "beginning a batch", reason: format!("another connection held the database's write lock for {} s", crate::db::BUSY_TIMEOUT.as_secs()) })
+    }
+
+    /// Ends the transaction [`Db::begin_in_place`] opened when there was nothing to write.
+    pub(crate) fn rollback_in_place(&self) {
+        if let Db::Sqlite(store) = self
+            && let Some(writer) = store.writer()
+        {
+            let _ = writer.run_blocking(crate::sqlite_writer::rollback);
+        }
     }
 
     /// Whether audit batches run on the calling thread ([`Db::commit_batch_blocking`]).
