@@ -6,12 +6,14 @@
 //! microseconds. The audit log's batches are the only hot writes, so for a SQLite file
 //! they run on this connection, on the thread of the task that leads the batch
 //! ([`crate::log`]): no hand-off at all, and the statements run back to back on a
-//! connection with `synchronous=FULL` (a commit returns once the WAL is fsynced). The
-//! batch blocks that thread for its statements and the commit's fsync, which is the
+//! connection with `synchronous=FULL` (a commit returns once the WAL is fsynced).
+//!
+//! The batch blocks that thread for its statements and the commit's fsync, which is the
 //! point: nothing may answer before it is durable. It never blocks waiting for another
-//! connection's lock: the write transaction is opened first, retrying without blocking
-//! (`Db::begin_in_place`), and only then is the batch taken from the queue. Reads and every other write keep using the sqlx pool; WAL lets
-//! them run beside this connection, and `busy_timeout` orders writers.
+//! connection's lock: this connection's `busy_timeout` is 0, the write transaction is
+//! opened first with retries that yield the thread (`Db::begin_in_place`), and only then
+//! is the batch taken from the queue. Reads and every other write use the sqlx pool,
+//! beside this connection thanks to WAL, with the pool's own `busy_timeout`.
 
 use crate::error::AuditError;
 use rusqlite::Connection;
@@ -45,7 +47,7 @@ impl SqliteWriter {
     /// Runs `job` on the connection, on the calling thread (blocking it until `job`
     /// returns). Fails with [`AuditError::Closed`] once [`SqliteWriter::close`] ran.
     pub fn run_blocking<R>(&self, job: impl FnOnce(&mut Connection) -> R) -> Result<R, AuditError> {
-        // A job that panicked left no transaction open (rusqlite rolls back on drop).
+        // A job that panicked may have left a transaction open: `try_begin` rolls it back.
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = conn.as_mut().ok_or(AuditError::Closed)?;
         Ok(job(conn))
@@ -56,7 +58,7 @@ impl SqliteWriter {
     pub fn try_begin(&self) -> Result<bool, AuditError> {
         self.run_blocking(|c| {
             if !c.is_autocommit() {
-                // Left open by a batch that never ran (it cannot be: rolled back to be safe).
+                // Left open by a batch that panicked: nothing of it was committed.
                 rollback(c);
             }
             match c.execute_batch("BEGIN IMMEDIATE") {

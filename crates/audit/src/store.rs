@@ -176,28 +176,25 @@ fn commit_batch_sqlite(
     items: &[BatchItem],
     numbered: impl FnOnce(&[ItemResult]),
 ) -> Result<Vec<ItemResult>, AuditError> {
-    let result = write_batch_sqlite(conn, start_seq, now_unix, items, numbered)
-        .and_then(|results| conn.execute_batch("COMMIT").map(|()| results).map_err(crate::sqlite_writer::store_err("committing audit records")));
+    let result = write_rows(conn, start_seq, now_unix, items, numbered).and_then(|results| {
+        conn.execute_batch("COMMIT").map_err(crate::sqlite_writer::store_err("committing audit records"))?;
+        Ok(results)
+    });
     if result.is_err() {
         crate::sqlite_writer::rollback(conn);
     }
     result
 }
 
-fn write_batch_sqlite(
-    conn: &mut rusqlite::Connection,
-    start_seq: u64,
-    now_unix: i64,
-    items: &[BatchItem],
-    numbered: impl FnOnce(&[ItemResult]),
-) -> Result<Vec<ItemResult>, AuditError> {
+/// The statements of [`commit_batch_sqlite`], before its COMMIT.
+fn write_rows(conn: &rusqlite::Connection, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Result<Vec<ItemResult>, AuditError> {
     use crate::sqlite_writer::store_err;
     use rusqlite::{OptionalExtension, params};
     if conn.is_autocommit() {
         return Err(AuditError::Store { op: "writing audit records", reason: "no write transaction is open".into() });
     }
     let first = first_of_pairs(items);
-    let tx = &*conn;
+    let tx = conn;
     let mut accepted: HashSet<(&str, &str)> = HashSet::new();
     {
         let mut upsert = tx

@@ -2,7 +2,7 @@
 //! backend, a realistic log, and raw SQL on the stored rows.
 #![allow(dead_code)]
 
-use medicodax_audit::{Appended, AuditLog, CheckpointKeys, Db, LogConfig, with_pool};
+use medicodax_audit::{AuditLog, Appended, CheckpointKeys, Db, LogConfig, with_pool};
 use medicodax_clock::ManualClock;
 use medicodax_jose::{Alg, PrivateKey};
 use medicodax_wire::audit::{AuditRecord, IntentRecord, LogEntry, OutcomeRecord, ResourceRef, SystemEvent, UpstreamRequest};
@@ -29,13 +29,7 @@ pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("audit.db").display());
     let db = Db::connect(&url).await.expect("open sqlite");
-    TestStore {
-        db,
-        label: "sqlite",
-        url,
-        schema: None,
-        _dir: Some(dir),
-    }
+    TestStore { db, label: "sqlite", url, schema: None, _dir: Some(dir) }
 }
 
 pub fn pg_url() -> String {
@@ -50,20 +44,11 @@ pub async fn postgres() -> TestStore {
         Err(_) => panic!("PostgreSQL at {base} did not answer within 10 s. Start it with scripts/test-deps.sh, or set MEDICODAX_TEST_PG_URL"),
     };
     let schema = format!("audit_t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .expect("create test schema");
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.expect("create test schema");
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options[search_path]={schema}");
     let db = Db::connect(&url).await.expect("open postgres in the test schema");
-    TestStore {
-        db,
-        label: "postgres",
-        url,
-        schema: Some((admin, schema)),
-        _dir: None,
-    }
+    TestStore { db, label: "postgres", url, schema: Some((admin, schema)), _dir: None }
 }
 
 impl TestStore {
@@ -184,9 +169,7 @@ pub fn config(checkpoint_every: u64) -> LogConfig {
 }
 
 pub async fn open_log(db: &Db, clock: &ManualClock, checkpoint_every: u64) -> AuditLog {
-    AuditLog::open(db.clone(), gateway_key(), clock.shared(), config(checkpoint_every))
-        .await
-        .expect("open log")
+    AuditLog::open(db.clone(), gateway_key(), clock.shared(), config(checkpoint_every)).await.expect("open log")
 }
 
 /// A signed call, as an agent sends it.
@@ -237,29 +220,13 @@ pub fn outcome(i: &IntentRecord, intent_seq: u64, decision: Decision) -> Outcome
         granted_scopes: vec!["system/Patient.rs".into(), "system/Condition.rs".into()],
         upstream: match decision {
             Decision::Denied => vec![],
-            Decision::Allowed => vec![UpstreamRequest {
-                method: "GET".into(),
-                path: "Condition?patient=pt-1001".into(),
-                status: 200,
-            }],
-            Decision::Failed => vec![UpstreamRequest {
-                method: "GET".into(),
-                path: "Condition?patient=pt-1001".into(),
-                status: 503,
-            }],
+            Decision::Allowed => vec![UpstreamRequest { method: "GET".into(), path: "Condition?patient=pt-1001".into(), status: 200 }],
+            Decision::Failed => vec![UpstreamRequest { method: "GET".into(), path: "Condition?patient=pt-1001".into(), status: 503 }],
         },
         resources: if allowed {
             vec![
-                ResourceRef {
-                    resource_type: "Condition".into(),
-                    id: "cond-1".into(),
-                    version: Some("2".into()),
-                },
-                ResourceRef {
-                    resource_type: "Condition".into(),
-                    id: "cond-2".into(),
-                    version: None,
-                },
+                ResourceRef { resource_type: "Condition".into(), id: "cond-1".into(), version: Some("2".into()) },
+                ResourceRef { resource_type: "Condition".into(), id: "cond-2".into(), version: None },
             ]
         } else {
             vec![]
@@ -272,12 +239,7 @@ pub fn outcome(i: &IntentRecord, intent_seq: u64, decision: Decision) -> Outcome
 }
 
 pub fn event(name: &str, subject: &str) -> SystemEvent {
-    SystemEvent {
-        time_ms: NOW * 1000,
-        event: name.into(),
-        subject: subject.into(),
-        detail: json!({"note": "test"}),
-    }
+    SystemEvent { time_ms: NOW * 1000, event: name.into(), subject: subject.into(), detail: json!({"note": "test"}) }
 }
 
 /// Writes the standard 30-record log: an event at 0, fourteen calls (intent, outcome)
@@ -286,11 +248,7 @@ pub async fn populate(log: &AuditLog) -> Vec<Appended> {
     let mut out = vec![log.append_event(event("gateway.start", "gateway")).await.unwrap()];
     let decisions = [Decision::Allowed, Decision::Denied, Decision::Failed];
     for c in 0..14u64 {
-        let i = intent(
-            &format!("jti-{c}"),
-            "fhir.search",
-            json!({"connection": "epic-sandbox", "type": "Condition", "params": [["patient", "pt-1001"]]}),
-        );
+        let i = intent(&format!("jti-{c}"), "fhir.search", json!({"connection": "epic-sandbox", "type": "Condition", "params": [["patient", "pt-1001"]]}));
         let a = log.append_intent(i.clone(), None).await.unwrap();
         out.push(a);
         out.push(log.append_outcome(outcome(&i, a.seq, decisions[(c % 3) as usize])).await.unwrap());
@@ -301,8 +259,5 @@ pub async fn populate(log: &AuditLog) -> Vec<Appended> {
 
 /// A record for forging.
 pub fn forged(seq: u64) -> LogEntry {
-    LogEntry {
-        seq,
-        record: AuditRecord::Event(event("forged", "nobody")),
-    }
+    LogEntry { seq, record: AuditRecord::Event(event("forged", "nobody")) }
 }
