@@ -81,6 +81,11 @@ impl SqliteStore {
     pub(crate) fn writer(&self) -> Option<&SqliteWriter> {
         self.writer.as_deref()
     }
+
+    /// The same, shared.
+    pub(crate) fn writer_arc(&self) -> Option<Arc<SqliteWriter>> {
+        self.writer.clone()
+    }
 }
 
 /// Which backend a [`Db`] is.
@@ -190,6 +195,12 @@ impl Db {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// Whether audit batches run on the calling thread, on the audit log's own SQLite
+    /// connection ([`Db::begin_in_place`]), rather than through the pool.
+    pub(crate) fn commits_in_place(&self) -> bool {
+        matches!(self, Db::Sqlite(s) if s.writer().is_some())
     }
 
     /// The SQLite pool, when this is SQLite.
@@ -314,5 +325,26 @@ mod tests {
         let db = Db::connect("sqlite::memory:").await.unwrap();
         let Db::Sqlite(store) = &db else { unreachable!() };
         assert!(store.writer().is_none(), "a second connection to :memory: would be another database");
+        assert!(!db.commits_in_place());
+        assert!(db.begin_in_place().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_in_place_transaction_dropped_uncommitted_rolls_back_and_frees_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.path().join("a.db").display())).await.unwrap();
+        assert!(db.commits_in_place());
+        let txn = db.begin_in_place().await.unwrap().expect("a database file has its own connection");
+        let Db::Sqlite(store) = &db else { unreachable!() };
+        let writer = store.writer().unwrap();
+        assert!(!writer.run_blocking(|c| c.is_autocommit()).unwrap(), "the write transaction is open");
+        writer.run_blocking(|c| c.execute_batch("CREATE TABLE scratch (x INTEGER); INSERT INTO scratch VALUES (1)")).unwrap().unwrap();
+        drop(txn);
+        assert!(writer.run_blocking(|c| c.is_autocommit()).unwrap(), "rolled back");
+        // The lock is free for the pool, and what the dropped transaction did is gone.
+        let gone: Option<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE name = 'scratch'").fetch_optional(&store.pool).await.unwrap();
+        assert_eq!(gone, None);
+        sqlx::query("CREATE TABLE other (x INTEGER)").execute(&store.pool).await.unwrap();
+        assert!(db.begin_in_place().await.unwrap().is_some(), "the next batch can begin");
     }
 }

@@ -33,7 +33,7 @@ use crate::db::Db;
 use crate::entry::Prepared;
 use crate::error::AuditError;
 use crate::merkle::{Frontier, to_hex};
-use crate::store::{BatchItem, ItemResult, ReplayKey};
+use crate::store::{BatchItem, InPlaceTxn, ItemResult, ReplayKey};
 use medicodax_clock::{Mono, SharedClock};
 use medicodax_wire::CheckpointClaims;
 use medicodax_wire::audit::{AuditRecord, IntentRecord, OutcomeRecord, SystemEvent};
@@ -448,27 +448,21 @@ impl Tail {
             fail(take_batch(queue, usize::MAX), "audit store unavailable", &e);
             return;
         }
-        let in_place = self.db.commits_in_place();
-        if in_place {
-            if queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
-                return;
-            }
-            // Wait for the write lock before taking anything, so the wait can be
-            // cancelled and never blocks the thread.
-            if let Err(e) = self.db.begin_in_place().await {
-                fail(take_batch(queue, self.config.max_batch.max(1)), "audit store locked", &e);
-                return;
-            }
+        if queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+            return;
         }
+        // A SQLite file: wait for the write lock before taking anything, so the wait can
+        // be cancelled and never blocks the thread.
+        let txn = match self.db.begin_in_place().await {
+            Ok(t) => t,
+            Err(e) => return fail(take_batch(queue, self.config.max_batch.max(1)), "audit store locked", &e),
+        };
         // From here to the answers there is no await for a SQLite file (see `write`).
         let batch = take_batch(queue, self.config.max_batch.max(1));
         if batch.is_empty() {
-            if in_place {
-                self.db.rollback_in_place();
-            }
             return;
         }
-        self.write(batch).await;
+        self.write(batch, txn).await;
         if self.frontier.size() >= self.last_cp_size.unwrap_or(0).saturating_add(self.config.checkpoint_every) {
             self.try_checkpoint("count").await;
         }
@@ -500,7 +494,8 @@ impl Tail {
         now.until(cp.min(purge))
     }
 
-    async fn write(&mut self, appends: Vec<PendingAppend>) {
+    /// Commits `appends` in `txn` (a SQLite file, no await) or through the pool.
+    async fn write(&mut self, appends: Vec<PendingAppend>, txn: Option<InPlaceTxn>) {
         let mut early = Vec::with_capacity(appends.len());
         let mut items = Vec::with_capacity(appends.len());
         let mut replies = Vec::with_capacity(appends.len());
@@ -517,10 +512,9 @@ impl Tail {
             }
         };
         let (start, now) = (self.frontier.size(), self.clock.now_unix());
-        let result = if self.db.commits_in_place() {
-            self.db.commit_batch_blocking(start, now, &items, numbered).unwrap_or(Err(AuditError::Closed))
-        } else {
-            self.db.commit_batch(start, now, &items, numbered).await
+        let result = match txn {
+            Some(txn) => txn.commit(start, now, &items, numbered),
+            None => self.db.commit_batch(start, now, &items, numbered).await,
         };
         match result {
             Ok(results) => {

@@ -47,7 +47,8 @@ impl SqliteWriter {
     /// Runs `job` on the connection, on the calling thread (blocking it until `job`
     /// returns). Fails with [`AuditError::Closed`] once [`SqliteWriter::close`] ran.
     pub fn run_blocking<R>(&self, job: impl FnOnce(&mut Connection) -> R) -> Result<R, AuditError> {
-        // A job that panicked may have left a transaction open: `try_begin` rolls it back.
+        // A batch that panicked left its transaction open; its `InPlaceTxn`, dropped while
+        // unwinding, rolls it back.
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = conn.as_mut().ok_or(AuditError::Closed)?;
         Ok(job(conn))
@@ -57,10 +58,6 @@ impl SqliteWriter {
     /// another connection holds the write lock.
     pub fn try_begin(&self) -> Result<bool, AuditError> {
         self.run_blocking(|c| {
-            if !c.is_autocommit() {
-                // Left open by a batch that panicked: nothing of it was committed.
-                rollback(c);
-            }
             match c.execute_batch("BEGIN IMMEDIATE") {
                 Ok(()) => Ok(true),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),

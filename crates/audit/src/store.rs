@@ -166,6 +166,33 @@ fn number(items: &[BatchItem], first: &[bool], accepted: impl Fn(&ReplayKey) -> 
     Ok((results, rows))
 }
 
+/// The write transaction of one batch on a SQLite file, opened by [`Db::begin_in_place`]:
+/// [`InPlaceTxn::commit`] writes and commits the batch on the calling thread, which it
+/// blocks until the commit is durable (no await: a batch once taken is answered, whatever
+/// happens to the task); dropped without committing, it rolls back.
+pub(crate) struct InPlaceTxn {
+    writer: std::sync::Arc<crate::sqlite_writer::SqliteWriter>,
+    /// Committed or rolled back: nothing left to undo.
+    settled: bool,
+}
+
+impl InPlaceTxn {
+    /// [`Db::commit_batch`] in this transaction.
+    pub(crate) fn commit(mut self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Result<Vec<ItemResult>, AuditError> {
+        let result = self.writer.run_blocking(|conn| commit_batch_sqlite(conn, start_seq, now_unix, items, numbered));
+        self.settled = true;
+        result?
+    }
+}
+
+impl Drop for InPlaceTxn {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.writer.run_blocking(crate::sqlite_writer::rollback);
+        }
+    }
+}
+
 /// [`Db::commit_batch`] on the audit log's own SQLite connection, inside the write
 /// transaction [`Db::begin_in_place`] opened: one statement per row (prepared once per
 /// connection), no thread hand-off in between; COMMIT, or ROLLBACK on any error.
@@ -190,9 +217,6 @@ fn commit_batch_sqlite(
 fn write_rows(conn: &rusqlite::Connection, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Result<Vec<ItemResult>, AuditError> {
     use crate::sqlite_writer::store_err;
     use rusqlite::{OptionalExtension, params};
-    if conn.is_autocommit() {
-        return Err(AuditError::Store { op: "writing audit records", reason: "no write transaction is open".into() });
-    }
     let first = first_of_pairs(items);
     let tx = conn;
     let mut accepted: HashSet<(&str, &str)> = HashSet::new();
@@ -237,7 +261,7 @@ impl Db {
     /// are written and committed (so callers can prepare what depends on `seq` and the leaf
     /// hash while the commit's fsync runs; nothing may leave before the commit succeeds).
     /// This runs through the pool (PostgreSQL, in-memory SQLite); a SQLite file uses
-    /// [`Db::commit_batch_blocking`].
+    /// [`InPlaceTxn::commit`].
     pub(crate) async fn commit_batch(&self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult]) + Send) -> Result<Vec<ItemResult>, AuditError> {
         let first = first_of_pairs(items);
         let contenders: Vec<&ReplayKey> = items.iter().zip(&first).filter(|(_, f)| **f).filter_map(|(it, _)| it.replay.as_ref()).collect();
@@ -281,32 +305,21 @@ impl Db {
         }.await)
     }
 
-    /// [`Db::commit_batch`] for a SQLite file, on the audit writer's own connection and on
-    /// the calling thread, which it blocks until the commit is durable (no await: a batch
-    /// once taken is answered, whatever happens to the task). It runs inside the write
-    /// transaction [`Db::begin_in_place`] opened, so it never waits for another
-    /// connection's lock. `None` when the store has no such connection (PostgreSQL,
-    /// in-memory SQLite).
-    pub(crate) fn commit_batch_blocking(&self, start_seq: u64, now_unix: i64, items: &[BatchItem], numbered: impl FnOnce(&[ItemResult])) -> Option<Result<Vec<ItemResult>, AuditError>> {
-        let Db::Sqlite(store) = self else { return None };
-        let writer = store.writer()?;
-        Some(writer.run_blocking(|conn| commit_batch_sqlite(conn, start_seq, now_unix, items, numbered)).and_then(|r| r))
-    }
-
-    /// Opens the write transaction of the next in-place batch (a SQLite file). While
-    /// another connection holds the write lock it waits between attempts without blocking
-    /// the thread (so that connection's own task can finish, even on a current-thread
-    /// runtime), for at most the busy timeout; then it fails. Cancelling it leaves no
-    /// transaction open.
-    pub(crate) async fn begin_in_place(&self) -> Result<(), AuditError> {
-        let Db::Sqlite(store) = self else { return Ok(()) };
-        let Some(writer) = store.writer() else { return Ok(()) };
+    /// Opens the write transaction of the next batch of a SQLite file, on the audit
+    /// log's own connection (`Ok(None)` for a store that commits through its pool:
+    /// PostgreSQL, in-memory SQLite). While another connection holds the write lock it
+    /// waits between attempts without blocking the thread (so that connection's own task
+    /// can finish, even on a current-thread runtime), for at most the busy timeout; then
+    /// it fails. Cancelling it leaves no transaction open.
+    pub(crate) async fn begin_in_place(&self) -> Result<Option<InPlaceTxn>, AuditError> {
+        let Db::Sqlite(store) = self else { return Ok(None) };
+        let Some(writer) = store.writer_arc() else { return Ok(None) };
         // About the busy timeout: a few immediate retries, then 1 ms pauses.
         const YIELDS: u32 = 16;
         let max_sleeps = u32::try_from(crate::db::BUSY_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
         for attempt in 0..YIELDS + max_sleeps {
             if writer.try_begin()? {
-                return Ok(());
+                return Ok(Some(InPlaceTxn { writer, settled: false }));
             }
             if attempt < YIELDS {
                 tokio::task::yield_now().await;
@@ -314,21 +327,13 @@ impl Db {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }
-        Err(AuditError::Store { op: "beginning a batch", reason: format!("another connection held the database's write lock for {} s", crate::db::BUSY_TIMEOUT.as_secs()) })
-    }
-
-    /// Ends the transaction [`Db::begin_in_place`] opened when there was nothing to write.
-    pub(crate) fn rollback_in_place(&self) {
-        if let Db::Sqlite(store) = self
-            && let Some(writer) = store.writer()
-        {
-            let _ = writer.run_blocking(crate::sqlite_writer::rollback);
-        }
-    }
-
-    /// Whether audit batches run on the calling thread ([`Db::commit_batch_blocking`]).
-    pub(crate) fn commits_in_place(&self) -> bool {
-        matches!(self, Db::Sqlite(s) if s.writer().is_some())
+        Err(AuditError::Store {
+            op: "beginning a batch",
+            reason: format!(
+                "another connection held the database's write lock for {} s; check for another program writing the database (a medicodax command on the same data folder, a backup, an sqlite3 shell)",
+                crate::db::BUSY_TIMEOUT.as_secs()
+            ),
+        })
     }
 
     /// The number of entries: the highest stored `seq` + 1 (0 when empty).

@@ -4,11 +4,19 @@
 mod common;
 
 use common::*;
-use medicodax_audit::AuditError;
+use medicodax_audit::{AuditError, AuditLog};
 use medicodax_clock::ManualClock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// A SQLite store with a log of one record.
+async fn started() -> (TestStore, AuditLog) {
+    let s = sqlite().await;
+    let log = open_log(&s.db, &ManualClock::new(NOW), 1000).await;
+    assert_eq!(log.append_event(event("start", "x")).await.unwrap().seq, 0);
+    (s, log)
+}
 
 /// A same-process sqlx transaction holds the write lock across an await when an append
 /// leads a batch. On a current-thread runtime the append must wait without blocking the
@@ -16,10 +24,7 @@ use std::time::Duration;
 /// (blocking in `BEGIN IMMEDIATE` would fail it with "database is locked").
 #[tokio::test(flavor = "current_thread")]
 async fn an_append_waits_for_a_same_process_transaction_without_blocking_it() {
-    let s = sqlite().await;
-    let clock = ManualClock::new(NOW);
-    let log = open_log(&s.db, &clock, 1000).await;
-    log.append_event(event("start", "x")).await.unwrap();
+    let (s, log) = started().await;
     s.exec("CREATE TABLE scratch (x INTEGER)").await;
     let pool = s.db.as_sqlite().unwrap().clone();
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
@@ -48,10 +53,7 @@ async fn an_append_waits_for_a_same_process_transaction_without_blocking_it() {
 /// free to run that task while it waits: the lock is let go by the task, not the timeout.
 #[tokio::test(flavor = "current_thread")]
 async fn the_runtime_keeps_running_while_an_append_waits_for_another_process() {
-    let s = sqlite().await;
-    let clock = ManualClock::new(NOW);
-    let log = open_log(&s.db, &clock, 1000).await;
-    log.append_event(event("start", "x")).await.unwrap();
+    let (s, log) = started().await;
     let path = s.url.trim_start_matches("sqlite://").to_owned();
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -90,10 +92,7 @@ async fn the_runtime_keeps_running_while_an_append_waits_for_another_process() {
 /// the store cannot be re-read.
 #[tokio::test(flavor = "multi_thread")]
 async fn appends_after_shutdown_fail_closed_even_when_the_last_batch_failed() {
-    let s = sqlite().await;
-    let clock = ManualClock::new(NOW);
-    let log = open_log(&s.db, &clock, 1000).await;
-    log.append_event(event("start", "x")).await.unwrap();
+    let (s, log) = started().await;
     s.exec("ALTER TABLE audit_entries RENAME TO audit_entries_away").await;
     assert!(log.append_event(event("fails", "x")).await.is_err());
     let _ = log.shutdown().await;
