@@ -11,9 +11,9 @@
 //!   interleaved in the same run; p50 and p99 of each, and the difference;
 //! - throughput: 8 concurrent agents sending pre-signed `fhir.read` calls; calls/s, with
 //!   the direct read at the same concurrency as the baseline; and the process's CPU time
-//!   (all threads, user and system) per call, which a shared machine's load disturbs far
-//!   less than calls/s: 2,500 calls/s on 2 cores leaves 0.8 ms of CPU per call, for the
-//!   gateway, the sandbox and the load generator together.
+//!   (all threads, user and system) per call, which tells a shortfall in CPU from one in
+//!   waiting: 2,500 calls/s on 2 cores leaves 0.8 ms of CPU per call, for the gateway, the
+//!   sandbox and the load generator together.
 //!
 //! Two gateways run side by side in front of the same sandbox, one per gateway key
 //! algorithm (`keys.gateway_alg`): RS384, the default, and ES384, which signs receipts at
