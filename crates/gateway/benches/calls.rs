@@ -22,6 +22,8 @@
 //! load affects both alike.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a few calls only, as a smoke test.
+//! `cargo bench -p medicodax-gateway --bench calls -- --agents 16` changes the number of
+//! concurrent agents in the throughput phase (8 by default).
 
 use medicodax_agent::{AgentClient, SignedCall};
 use medicodax_clock::SystemClock;
@@ -62,8 +64,20 @@ fn cpu_time() -> Duration {
 }
 
 fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let (latency_n, throughput_n, concurrency) = if full { (2000, 16000, 8) } else { (20, 80, 8) };
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    // `--agents N` after `--`: the throughput phase's concurrency (the aim is for 8).
+    let agents = match args.iter().position(|a| a == "--agents") {
+        None => 8,
+        Some(i) => match args.get(i + 1).and_then(|n| n.parse::<usize>().ok()).filter(|n| (1..=256).contains(n)) {
+            Some(n) => n,
+            None => {
+                eprintln!("--agents takes a number of concurrent agents from 1 to 256");
+                std::process::exit(2);
+            }
+        },
+    };
+    let (latency_n, throughput_n, concurrency) = if full { (2000, 16000, agents) } else { (20, 80, agents) };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(run(latency_n, throughput_n, concurrency));
 }
