@@ -9,11 +9,11 @@
 //! - latency: one agent, `fhir.read` of a Patient, sequentially, N times through the
 //!   gateway; and the same read sent directly to the sandbox with a bearer token,
 //!   interleaved in the same run; p50 and p99 of each, and the difference;
-//! - throughput: 8 concurrent agents sending pre-signed `fhir.read` calls; calls/s, with
-//!   the direct read at the same concurrency as the baseline; and the process's CPU time
-//!   (all threads, user and system) per call, which tells a shortfall in CPU from one in
-//!   waiting: 2,500 calls/s on 2 cores leaves 0.8 ms of CPU per call, for the gateway, the
-//!   sandbox and the load generator together.
+//! - throughput: 8 concurrent agents (`-- --agents N` for another number) sending
+//!   pre-signed `fhir.read` calls; calls/s, with the direct read at the same concurrency
+//!   as the baseline; and the process's CPU time (all threads, user and system) per call,
+//!   which tells a shortfall in CPU from one in waiting: 2,500 calls/s on 2 cores leaves
+//!   0.8 ms of CPU per call, for the gateway, the sandbox and the load generator together.
 //!
 //! Two gateways run side by side in front of the same sandbox, one per gateway key
 //! algorithm (`keys.gateway_alg`): RS384, the default, and ES384, which signs receipts at
@@ -22,8 +22,6 @@
 //! load affects both alike.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a few calls only, as a smoke test.
-//! `cargo bench -p medicodax-gateway --bench calls -- --agents 16` changes the number of
-//! concurrent agents in the throughput phase (8 by default).
 
 use medicodax_agent::{AgentClient, SignedCall};
 use medicodax_clock::SystemClock;
@@ -77,9 +75,9 @@ fn main() {
             }
         },
     };
-    let (latency_n, throughput_n, concurrency) = if full { (2000, 16000, agents) } else { (20, 80, agents) };
+    let (latency_n, throughput_n) = if full { (2000, 16000) } else { (20, 80) };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    rt.block_on(run(latency_n, throughput_n, concurrency));
+    rt.block_on(run(latency_n, throughput_n, agents));
 }
 
 /// One gateway under test, with its agent's calls signed in advance.
@@ -216,6 +214,8 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
     // Throughput, `concurrency` agents, pre-signed calls, in alternating rounds.
     let rounds = 8usize;
     let per_round = throughput_n / rounds;
+    // Direct reads per agent and round (at least one, whatever the agent count).
+    let direct_each = (per_round / concurrency).max(1);
     let mut direct_busy = Duration::ZERO;
     let mut direct_cpu = Duration::ZERO;
     let mut direct_done = 0;
@@ -231,7 +231,7 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
                 let (http, url, tok) = (http.clone(), direct_url.clone(), token.clone());
-                let n = per_round / concurrency;
+                let n = direct_each;
                 tokio::spawn(async move {
                     for _ in 0..n {
                         direct(&http, &url, &tok).await;
@@ -244,7 +244,7 @@ async fn run(latency_n: usize, throughput_n: usize, concurrency: usize) {
         }
         direct_busy += t.elapsed();
         direct_cpu += cpu_time().saturating_sub(cpu);
-        direct_done += (per_round / concurrency) * concurrency;
+        direct_done += direct_each * concurrency;
     }
 
     println!("gateway calls benchmark ({latency_n} calls latency per gateway, {} calls throughput per gateway, {concurrency} agents)", unders[0].done);
